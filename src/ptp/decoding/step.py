@@ -1,0 +1,80 @@
+"""One decoding call and its verification.
+
+``run_call`` runs the network once over [verify window | hypothesis groups] on top of the KV cache;
+``verify`` turns the window's teacher logits into the verified tokens; ``crop_cache`` rolls the cache
+back to the verified prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ptp.decoding.types import Verdict
+from ptp.masks import step_mask, step_positions
+from ptp.model import PTPModel
+from ptp.sampling import SamplingConfig, pick, process
+from ptp.ustream import UStream
+
+
+@dataclass(frozen=True)
+class CallLogits:
+    """Logits of one call, split by role."""
+
+    window: torch.Tensor  # [m + 1, V] teacher logits after the pending token and each draft
+    groups: list[torch.Tensor]  # group d: [b_d, V] drafter logits
+
+
+def run_call(
+    model: PTPModel,
+    cache,
+    window: list[int],  # pending token, then the m drafts
+    group_sizes: list[int],  # u-slots per hypothesis group d = 0..len-1
+    first_index: int,  # generated index of the token that follows the pending one
+    ustream: UStream,
+) -> CallLogits:
+    """Run the network once; the cache grows by the call's length (crop it afterwards)."""
+    cache_len = cache.get_seq_length()
+    window_len, n_slots = len(window), sum(group_sizes)
+    device = model.device
+    tokens = torch.tensor(window + [0] * n_slots, device=device)[None]  # [1, Q]
+    is_slot = torch.zeros_like(tokens, dtype=torch.bool)
+    is_slot[:, window_len:] = True
+    # Group d slot i carries u_{first_index + d + i}.
+    u_parts = [torch.zeros(window_len)]
+    u_parts += [ustream.take(first_index + d, size) for d, size in enumerate(group_sizes) if size]
+    u = torch.cat(u_parts).to(device)[None]  # [1, Q]
+    slot_shift = 0 if model.cfg.slot_sees_own_u else 1
+    positions = step_positions(cache_len, window_len, group_sizes, slot_shift).to(device)
+    # A plain causal window needs no explicit mask (the model builds the usual one).
+    mask = step_mask(cache_len, window_len, group_sizes, device) if n_slots else None
+    logits = model(tokens, u, is_slot, positions, attention_mask=mask, cache=cache).logits[0]  # [Q, V]
+    groups, row = [], window_len
+    for size in group_sizes:
+        groups.append(logits[row : row + size])
+        row += size
+    return CallLogits(window=logits[:window_len], groups=groups)
+
+
+def verify(
+    window_logits: torch.Tensor,  # [m + 1, V]
+    drafts: list[int],  # [m]
+    u: torch.Tensor,  # [m + 1]: the u of each verified position
+    sampling: SamplingConfig,
+) -> Verdict:
+    """Teacher picks with the drafts' own u's; accept the longest matching prefix plus one token."""
+    teacher = pick(u, process(window_logits, sampling))  # [m + 1]
+    m = len(drafts)
+    if m == 0:
+        return Verdict(accepted=0, tokens=[int(teacher[0])])
+    proposed = torch.tensor(drafts, device=teacher.device)
+    accepted = int((proposed == teacher[:m]).to(torch.int64).cumprod(0).sum())
+    return Verdict(accepted=accepted, tokens=teacher[: accepted + 1].tolist())
+
+
+def crop_cache(cache, length: int) -> None:
+    """Keep the first ``length`` cache entries (transformers 5.x crop takes a negative count)."""
+    current = cache.get_seq_length()
+    if length < current:
+        cache.crop(length - current)

@@ -1,0 +1,263 @@
+"""PTPModel: a frozen Hugging Face causal LM (the teacher) plus a gated-LoRA drafter (DESIGN §2).
+
+Terms:
+- u-slot: an input position whose embedding is ``u_embed(u)`` instead of a token embedding; the
+  LoRA adapters act only there. Every other position is the teacher, exactly.
+- mode ``o-ptp``: the slot carrying u_k sits at position id k-1 and predicts token t_k (one-hot
+  target, argmax prediction). ``c-ptp``: the slot carrying u_k sits at position id k (in place of
+  t_k) and predicts the distribution of t_{k+1}, which is then picked with u_{k+1}. ``mtp``: o-ptp
+  with u replaced by a constant, the independent-prediction control.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from ptp.checkpoint import fingerprint, mismatch_message
+from ptp.embedding import FEATURE_MAPS, UEmbedding
+from ptp.lora import GatedLora, LoraConfig, SlotGate
+from ptp.sampling import SamplingConfig
+
+MODES = ("o-ptp", "c-ptp", "mtp")
+CONSTANT_U = 0.5  # the u every slot sees in mtp mode
+CONFIG_NAME = "ptp_config.json"
+WEIGHTS_NAME = "adapter.safetensors"
+TEACHER_SUBDIR = "teacher"
+FORMAT_VERSION = 1
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+@dataclass(frozen=True)
+class PTPConfig:
+    """Everything needed to rebuild a PTPModel around its teacher."""
+
+    mode: str = "o-ptp"  # one of MODES
+    embedding: str = "binary"  # u-embedding feature map, see ptp.embedding
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # the drafter was distilled at it
+    window: int = 16  # u-slots per training window; the longest draft a group may propose
+    correct_hist: tuple[float, ...] = ()  # validation histogram of leading-correct counts (PQD uses it)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.embedding not in FEATURE_MAPS:
+            raise ValueError(f"embedding must be one of {sorted(FEATURE_MAPS)}, got {self.embedding!r}")
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"window must be an integer >= 1, got {self.window!r}")
+
+    @property
+    def slot_sees_own_u(self) -> bool:
+        """O-PTP and MTP slots predict the token whose u they carry; C-PTP slots predict the next one."""
+        return self.mode != "c-ptp"
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode,
+            "embedding": self.embedding,
+            "lora": self.lora.to_dict(),
+            "sampling": self.sampling.to_dict(),
+            "window": self.window,
+            "correct_hist": list(self.correct_hist),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PTPConfig:
+        return cls(
+            mode=data["mode"],
+            embedding=data["embedding"],
+            lora=LoraConfig(**data["lora"]),
+            sampling=SamplingConfig.from_dict(data["sampling"]),
+            window=data["window"],
+            correct_hist=tuple(float(x) for x in data.get("correct_hist", ())),
+        )
+
+
+def load_teacher(source: str | os.PathLike | PreTrainedModel, dtype: torch.dtype | None = None):
+    """A causal LM from a directory, a hub id or an instance; safetensors only, never a pickle."""
+    if isinstance(source, PreTrainedModel):
+        return source
+    path = Path(source)
+    if path.is_dir() and not any(path.glob("*.safetensors")):
+        pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        raise ValueError(
+            f"{path} has no .safetensors weights"
+            + (f" (found pickle files {pickles}; ptp never unpickles weights)" if pickles else "")
+        )
+    return AutoModelForCausalLM.from_pretrained(
+        str(source), use_safetensors=True, attn_implementation="sdpa", dtype=dtype or torch.float32
+    )
+
+
+class PTPModel(nn.Module):
+    """Teacher + gated LoRA + u-embedding. ``forward`` runs one mixed call of token rows and u-slots."""
+
+    def __init__(self, teacher: PreTrainedModel, cfg: PTPConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.teacher = teacher
+        self.teacher.requires_grad_(False)
+        self.gate = SlotGate()
+        self.lora = GatedLora(teacher, cfg.lora, self.gate)
+        token_std = float(teacher.get_input_embeddings().weight.float().std())
+        self.u_embed = UEmbedding(cfg.embedding, teacher.config.hidden_size, token_std)
+        self.to(next(teacher.parameters()).device)
+
+    # -- construction and persistence ---------------------------------------------------------
+    @classmethod
+    def from_teacher(
+        cls,
+        teacher: str | os.PathLike | PreTrainedModel,
+        mode: str = "o-ptp",
+        lora_rank: int = 64,
+        lora_alpha: float | None = None,
+        embedding: str = "binary",
+        sampling: SamplingConfig | None = None,
+        window: int = 16,
+    ) -> PTPModel:
+        """Wrap a teacher (path, hub id or PreTrainedModel) with fresh adapters."""
+        cfg = PTPConfig(
+            mode=mode,
+            embedding=embedding,
+            lora=LoraConfig(rank=lora_rank, alpha=float(lora_alpha or lora_rank)),
+            sampling=sampling or SamplingConfig(),
+            window=window,
+        )
+        return cls(load_teacher(teacher), cfg)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Adapter and u-embedding weights only (the teacher is stored by reference)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
+
+    def save_pretrained(self, directory: str | os.PathLike, include_teacher: bool = False) -> None:
+        """Write adapter.safetensors + ptp_config.json (and the teacher in teacher/ if asked)."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.trainable_state_dict().items()}
+        save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+        if include_teacher:
+            self.teacher.save_pretrained(out / TEACHER_SUBDIR)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "ptp": self.cfg.to_dict(),
+            "teacher_fingerprint": fingerprint(self.teacher),
+            "teacher_source": TEACHER_SUBDIR if include_teacher else _source_name(self.teacher),
+        }
+        (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike,
+        teacher: str | os.PathLike | PreTrainedModel | None = None,
+    ) -> PTPModel:
+        """Load a saved PTPModel; the teacher must match the recorded fingerprint exactly."""
+        src = Path(directory)
+        meta = _read_config(src)
+        tensors = _read_weights(src)
+        if teacher is None:
+            recorded = meta.get("teacher_source")
+            if not recorded:
+                raise ValueError(f"{src} records no teacher: pass teacher=PATH")
+            teacher = src / recorded if (src / recorded).exists() else recorded
+        teacher_model = load_teacher(teacher)
+        problem = mismatch_message(meta["teacher_fingerprint"], fingerprint(teacher_model))
+        if problem:
+            raise ValueError(f"{src} was trained for a different teacher: {problem}")
+        model = cls(teacher_model, PTPConfig.from_dict(meta["ptp"]))
+        expected = model.trainable_state_dict()
+        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"{src / WEIGHTS_NAME} does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        for key, value in tensors.items():
+            if value.shape != expected[key].shape:
+                raise ValueError(f"{key}: saved shape {tuple(value.shape)} != model {tuple(expected[key].shape)}")
+        model.load_state_dict(tensors, strict=False)
+        return model
+
+    # -- the forward call ---------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.u_embed.proj.weight.device
+
+    def embed(self, tokens: torch.Tensor, u: torch.Tensor, is_slot: torch.Tensor) -> torch.Tensor:
+        """Input vectors [B, S, H]: token embeddings, replaced by u-embeddings where is_slot."""
+        token_vecs = self.teacher.get_input_embeddings()(tokens.clamp(min=0))  # [B, S, H]
+        if not bool(is_slot.any()):
+            return token_vecs
+        if self.cfg.mode == "mtp":
+            u = torch.full_like(u, CONSTANT_U)
+        slot_vecs = self.u_embed(u).to(token_vecs.dtype)  # [B, S, H]
+        return torch.where(is_slot.unsqueeze(-1), slot_vecs, token_vecs)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,  # [B, S] token ids (ignored at u-slots)
+        u: torch.Tensor,  # [B, S] auxiliaries (ignored at token rows)
+        is_slot: torch.Tensor,  # [B, S] bool
+        position_ids: torch.Tensor,  # [B, S]
+        attention_mask: torch.Tensor | None = None,  # [B, 1, S, K] bool (True = may attend) or None
+        cache=None,
+        logits_to_keep: int = 0,
+    ):
+        """One call of the network; returns the HF output (``.logits`` [B, S, V], ``.cache``)."""
+        embeds = self.embed(tokens, u, is_slot)
+        if attention_mask is not None and attention_mask.dtype == torch.bool:
+            attention_mask = additive_mask(attention_mask, embeds.dtype)
+        with self.gate.open(is_slot):
+            return self.teacher(
+                inputs_embeds=embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=cache is not None,
+                logits_to_keep=logits_to_keep,
+            )
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Bool mask (True = attend) -> additive float mask (0 / finfo.min); right for sdpa and eager."""
+    zeros = torch.zeros((), dtype=dtype, device=allowed.device)
+    return torch.where(allowed, zeros, torch.finfo(dtype).min)
+
+
+def _source_name(teacher: PreTrainedModel) -> str | None:
+    name = getattr(teacher.config, "_name_or_path", "") or getattr(teacher, "name_or_path", "")
+    return str(name) or None
+
+
+def _read_config(src: Path) -> dict:
+    path = src / CONFIG_NAME
+    if not path.is_file():
+        pickles = [p.name for p in src.iterdir() if p.suffix in PICKLE_SUFFIXES] if src.is_dir() else []
+        hint = f" (found {pickles}; ptp never unpickles checkpoints)" if pickles else ""
+        raise ValueError(f"{src} is not a ptp checkpoint: {CONFIG_NAME} is missing{hint}")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported or missing format_version (expected {FORMAT_VERSION})")
+    for key in ("ptp", "teacher_fingerprint"):
+        if key not in meta:
+            raise ValueError(f"{path} lacks the {key!r} entry")
+    return meta
+
+
+def _read_weights(src: Path) -> dict[str, torch.Tensor]:
+    path = src / WEIGHTS_NAME
+    if not path.is_file():
+        raise ValueError(f"{src} is not a ptp checkpoint: {WEIGHTS_NAME} is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        raise ValueError(f"{path} is corrupt or truncated: {err}") from None
