@@ -41,5 +41,7 @@ def fingerprint(model: PreTrainedModel) -> dict:
 
 def mismatch_message(recorded: dict, actual: dict) -> str | None:
     """None if the fingerprints agree, otherwise which fields differ."""
-    diffs = [f"{k}: recorded {recorded.get(k)!r}, got {actual.get(k)!r}" for k in actual if recorded.get(k) != actual[k]]
+    diffs = [
+        f"{k}: recorded {recorded.get(k)!r}, got {actual.get(k)!r}" for k in actual if recorded.get(k) != actual[k]
+    ]
     return "; ".join(diffs) or None

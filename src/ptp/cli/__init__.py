@@ -1,0 +1,56 @@
+"""The ``ptp`` command line: the only package that touches argv, YAML, the environment and the terminal.
+
+Each subcommand is one module in this package defining ``NAME``, ``HELP``, ``add_arguments(parser)``
+and ``run(args) -> int``; modules are discovered automatically. Library code never parses
+arguments or prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import torch
+
+from ptp.cli.common import Formatter
+
+
+def _subcommands() -> dict:
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_") or info.name == "common":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        found[module.NAME] = module
+    return found
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(
+        prog="ptp", formatter_class=Formatter,
+        description="Parallel Token Prediction: several tokens per forward call, the teacher's exact distribution.",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = _subcommands()
+    for name, module in commands.items():
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__, formatter_class=Formatter)
+        module.add_arguments(p)
+    return parser, commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, commands = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return commands[args.command].run(args) or 0
+    except ValueError as err:  # bad input: a clear message, no traceback
+        print(f"ptp {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ptp {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,5 @@
+import sys
+
+from ptp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,40 @@
+"""Argument helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ptp.sampling import SamplingConfig
+
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults in --help and keep docstring line breaks."""
+
+
+def add_sampling_args(parser: argparse.ArgumentParser, defaults: SamplingConfig | None = None) -> None:
+    """--temperature/--top-k/--top-p; without defaults, unset flags mean "the model's stored config"."""
+    group = parser.add_argument_group("sampling")
+    d = defaults
+    group.add_argument("--temperature", type=float, default=d.temperature if d else None,
+                       help="0 = greedy" + ("" if d else "; default: the SamplingConfig the model was distilled at"))
+    group.add_argument("--top-k", type=int, default=d.top_k if d else None, help="0 = off")
+    group.add_argument("--top-p", type=float, default=d.top_p if d else None, help="1 = off")
+
+
+def sampling_from_args(args: argparse.Namespace, fallback: SamplingConfig) -> SamplingConfig:
+    """A SamplingConfig from the parsed flags, taking unset ones from ``fallback``."""
+    return SamplingConfig(
+        temperature=fallback.temperature if args.temperature is None else args.temperature,
+        top_k=fallback.top_k if args.top_k is None else args.top_k,
+        top_p=fallback.top_p if args.top_p is None else args.top_p,
+    )
+
+
+def tokenizer_dir(model_dir: str | Path) -> str:
+    """Tokenizer files sit next to the checkpoint, or in its teacher/ or tokenizer/ folder."""
+    root = Path(model_dir)
+    for candidate in (root, root / "teacher", root / "tokenizer"):
+        if (candidate / "tokenizer.json").is_file() or (candidate / "tokenizer_config.json").is_file():
+            return str(candidate)
+    raise ValueError(f"no tokenizer found in {root} (looked for tokenizer.json in it, teacher/, tokenizer/)")
