@@ -210,6 +210,9 @@ class PTPModel(nn.Module):
         logits_to_keep: int = 0,
     ):
         """One call of the network; returns the HF output (``.logits`` [B, S, V], ``.cache``)."""
+        if attention_mask is None and bool(is_slot.any()):
+            # Slot positions repeat context positions; without a mask HF would guess document breaks.
+            raise ValueError("a call with u-slots needs an explicit attention_mask")
         embeds = self.embed(tokens, u, is_slot)
         if attention_mask is not None and attention_mask.dtype == torch.bool:
             attention_mask = additive_mask(attention_mask, embeds.dtype)
