@@ -6,8 +6,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ptp
-from conftest import FAMILIES, CharTokenizer, ptp_model, tiny_teacher
+from conftest import ptp_model
 from ptp.decoding import OracleDrafter
+from ptp.testing import FAMILIES, CharTokenizer, tiny_teacher
 
 SAMPLINGS = {
     "greedy": ptp.SamplingConfig(temperature=0),

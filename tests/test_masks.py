@@ -5,8 +5,8 @@ from hypothesis import strategies as st
 from transformers import DynamicCache
 
 import ptp
-from conftest import FAMILIES, randomize_adapters, tiny_teacher
 from ptp.masks import step_mask, step_positions
+from ptp.testing import FAMILIES, randomize_adapters, tiny_teacher
 
 
 def reference_step_mask(cache_len, window_len, sizes):

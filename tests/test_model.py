@@ -5,9 +5,9 @@ import torch
 from transformers import DynamicCache
 
 import ptp
-from conftest import FAMILIES, randomize_adapters, tiny_teacher
 from ptp.embedding import FEATURE_MAPS, UEmbedding, binary_features
 from ptp.model import CONFIG_NAME, WEIGHTS_NAME
+from ptp.testing import FAMILIES, randomize_adapters, tiny_teacher
 
 
 def mixed_inputs(n_tokens=6, n_slots=4, vocab=48, seed=0):

@@ -1,0 +1,52 @@
+"""Tiny random models for tests, sweeps and examples (no downloads: configs built locally)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from ptp.model import PTPModel
+
+TINY_VOCAB = 48
+FAMILIES = ("llama", "qwen2", "gpt2")
+MODEL_CLASSES = {"llama": LlamaForCausalLM, "qwen2": Qwen2ForCausalLM, "gpt2": GPT2LMHeadModel}
+
+
+def tiny_config(family: str, vocab: int = TINY_VOCAB, max_positions: int = 256):
+    """A 2-layer, hidden-32 config of a model family (dropout off)."""
+    common = dict(vocab_size=vocab, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    if family == "llama":
+        return LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=max_positions, **common)
+    if family == "qwen2":
+        return Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=max_positions, **common)
+    if family == "gpt2":
+        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=max_positions, resid_pdrop=0.0,
+                          embd_pdrop=0.0, attn_pdrop=0.0, **common)
+    raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
+
+
+def tiny_teacher(family: str, seed: int = 0, sharpness: float = 1.0, max_positions: int = 256):
+    """A random tiny causal LM; sharpness > 1 scales the LM head for low-entropy distributions."""
+    torch.manual_seed(seed)
+    model = MODEL_CLASSES[family]._from_config(tiny_config(family, max_positions=max_positions),
+                                               attn_implementation="sdpa").eval()
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(sharpness)
+    return model
+
+
+def randomize_adapters(model: PTPModel, seed: int, std: float = 0.2) -> None:
+    """Give the (zero-initialised) adapters random weights so u-slots really differ from the teacher."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.lora.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+
+class CharTokenizer:
+    """Stand-in tokenizer for stop-string tests: token i decodes to one letter."""
+
+    def decode(self, ids) -> str:
+        return "".join(chr(ord("a") + int(i) % 26) for i in ids)
