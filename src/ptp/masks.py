@@ -45,3 +45,48 @@ def step_positions(cache_len: int, window_len: int, group_sizes: list[int], slot
     for d, size in enumerate(group_sizes):
         parts.append(torch.arange(size) + cache_len + d + slot_shift)
     return torch.cat(parts)[None]
+
+
+# -- training masks (issue 3) -----------------------------------------------------------------------
+# A packed training row holds several documents; doc_ids [B, S] names each token's document
+# (PAD_DOC for padding). A *window* n starts at row index s_n: its u-slot j is query (n, j).
+
+
+PAD_DOC = -1  # doc id of padding tokens
+
+
+def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """Block-diagonal causal mask [B, 1, S, S] for a packed row: a token sees its own document's past.
+
+    Padding rows see only themselves, so no row is fully masked.
+    """
+    s = doc_ids.shape[1]
+    same = doc_ids[:, :, None] == doc_ids[:, None, :]  # [B, S, S]
+    causal = torch.tril(torch.ones(s, s, dtype=torch.bool, device=doc_ids.device))
+    eye = torch.eye(s, dtype=torch.bool, device=doc_ids.device)
+    pad = (doc_ids == PAD_DOC)[:, :, None]  # [B, S, 1]
+    return torch.where(pad, eye, same & causal)[:, None]
+
+
+def window_mask(
+    doc_ids: torch.Tensor,  # [B, S] document of each context token
+    starts: torch.Tensor,  # [B, N] row index s_n of window n's first token
+    query_slots: tuple[torch.Tensor, torch.Tensor],  # (window [Q], slot index [Q]) of each query
+    key_slots: tuple[torch.Tensor, torch.Tensor],  # (window [K], slot index [K]) of each cached/new slot key
+) -> torch.Tensor:
+    """Mask [B, 1, Q, S + K] for u-slot queries on top of the S context tokens and K slot keys.
+
+    Slot (n, j) sees the context tokens of its window's document before s_n and the slots (n, j')
+    with j' <= j of its own window; windows never see each other (DESIGN §2). The slot layout is
+    the same for every row, so it is given once as (window, index) vectors.
+    """
+    q_win, q_idx = query_slots
+    k_win, k_idx = key_slots
+    s = doc_ids.shape[1]
+    q_start = starts[:, q_win]  # [B, Q]
+    q_doc = doc_ids.gather(1, q_start)  # [B, Q]
+    k_pos = torch.arange(s, device=doc_ids.device)
+    context = (doc_ids[:, None, :] == q_doc[:, :, None]) & (k_pos[None, None, :] < q_start[:, :, None])  # [B, Q, S]
+    own = (k_win[None, :] == q_win[:, None]) & (k_idx[None, :] <= q_idx[:, None])  # [Q, K]
+    own = own[None].expand(doc_ids.shape[0], -1, -1)  # [B, Q, K]
+    return torch.cat([context, own], dim=-1)[:, None]

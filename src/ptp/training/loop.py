@@ -1,0 +1,299 @@
+"""The training loop: accelerate (CPU, one GPU, DDP), AdamW with warmup + constant/cosine schedule,
+gradient accumulation, periodic validation, atomic checkpoints and resume, CSV/TensorBoard metrics.
+
+It knows nothing about PTP: a ``Task`` (``ptp.training.types``) supplies batches, the loss and the
+model files. Progress is reported through ``Callbacks``; the loop never prints.
+
+Every process packs the same global micro-batch of ``rows`` rows and takes its contiguous share, and
+the loss is normalised by the global target count, so a run's losses do not depend on the process
+count (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from ptp.training.checkpoint import (
+    BEST,
+    latest_checkpoint,
+    load_trainer_state,
+    prune,
+    restore_rng,
+    save_checkpoint,
+)
+from ptp.training.metrics import MetricsWriter
+from ptp.training.packing import DataPosition
+from ptp.training.types import EvalResult, Task
+
+SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and its learning-rate schedule."""
+
+    lr: float = 1e-4  # peak learning rate
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    beta1: float = 0.9
+    beta2: float = 0.999
+    warmup_steps: int = 100  # linear warmup from 0 over this many optimizer steps
+    schedule: str = "constant"  # after warmup: constant, or cosine down to min_lr_ratio * lr at max_steps
+    min_lr_ratio: float = 0.1  # cosine floor as a fraction of lr
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run."""
+
+    out_dir: str = "runs/train"  # checkpoints, metrics.csv, eval.csv, tensorboard/
+    max_steps: int = 1000  # optimizer steps
+    grad_accum: int = 1  # micro-batches per optimizer step
+    log_every: int = 10  # steps between progress reports / metrics.csv rows
+    eval_every: int = 100  # steps between validations (each one also checkpoints); 0 = only at the end
+    save_every: int = 100  # steps between checkpoints; 0 = only at evaluations and the end
+    patience: int = 0  # stop after this many evaluations without improvement; 0 = never
+    max_minutes: float = 0.0  # stop after this much training time (over resumes); 0 = no limit
+    mixed_precision: str = "auto"  # auto: bf16 on CUDA, none on CPU; or no / bf16 / fp16
+    resume: bool = False  # continue from out_dir/last if it exists
+    tensorboard: bool = True  # also log to out_dir/tensorboard when tensorboard is installed
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        for name in ("max_steps", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress report (every ``log_every`` steps)."""
+
+    step: int
+    max_steps: int
+    loss: float  # mean per-target loss over the reported steps
+    accuracy: float  # fraction of targets predicted right
+    lr: float
+    tokens_per_s: float  # real tokens (all processes) per second of this session
+    eta_s: float  # seconds to max_steps at the current pace
+
+
+class Callbacks:
+    """Override what you want to show; the loop calls these on the main process only."""
+
+    def on_start(self, step: int, max_steps: int, resumed_from: Path | None) -> None: ...
+
+    def on_progress(self, progress: Progress) -> None: ...
+
+    def on_eval(self, step: int, result: EvalResult, is_best: bool) -> None: ...
+
+    def on_save(self, path: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int  # optimizer steps done (over resumes)
+    best_score: float
+    best_step: int
+    last_eval: dict[str, float]
+    stop_reason: str  # max_steps | patience | max_minutes
+    run_dir: Path
+    is_main: bool  # this process is the main one (the one that writes and reports)
+
+
+def lr_at(step: int, cfg: OptimConfig, max_steps: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() else "no"
+    return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+
+
+def _share(rows: int, rank: int, world: int) -> tuple[int, int]:
+    per = -(-rows // world)
+    return min(rows, rank * per), min(rows, (rank + 1) * per)
+
+
+@dataclass
+class _RunState:
+    """Mutable bookkeeping of the loop, stored in checkpoints as JSON."""
+
+    step: int = 0
+    position: DataPosition = field(default_factory=DataPosition)
+    best_score: float = -math.inf
+    best_step: int = -1
+    bad_evals: int = 0
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "position": self.position.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> _RunState:
+        fields = {k: data[k] for k in ("step", "best_score", "best_step", "bad_evals", "elapsed_s")}
+        return cls(position=DataPosition.from_dict(data["position"]), **fields)
+
+
+def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks | None = None,
+          accelerator: Accelerator | None = None) -> TrainResult:
+    """Run (or resume) training until max_steps, patience or max_minutes; returns a summary."""
+    callbacks = callbacks or Callbacks()
+    acc = accelerator or make_accelerator(cfg)
+    run_dir = Path(cfg.out_dir)
+    model = task.trainable().to(acc.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=(optim.beta1, optim.beta2),
+                                  weight_decay=optim.weight_decay)
+    state, resumed = _RunState(), latest_checkpoint(run_dir) if cfg.resume else None
+    if resumed is not None:
+        task.load_model(resumed)
+        saved, opt_state, rng = load_trainer_state(resumed)
+        optimizer.load_state_dict(opt_state)
+        restore_rng(rng)
+        state = _RunState.from_dict(saved["run"])
+    acc.wait_for_everyone()
+    wrapped, optimizer = acc.prepare(model, optimizer)
+    writer = MetricsWriter(run_dir, state.step, cfg.tensorboard) if acc.is_main_process else None
+    if acc.is_main_process:
+        callbacks.on_start(state.step, cfg.max_steps, resumed)
+    last_eval: EvalResult | None = None
+    window = _Window()
+    started = time.monotonic()
+    stop_reason = "max_steps"
+    while state.step < cfg.max_steps:
+        lr = lr_at(state.step, optim, cfg.max_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        t0 = time.monotonic()
+        sums = _optimizer_step(task, wrapped, optimizer, acc, state, cfg, optim, params)
+        state.step += 1
+        state.elapsed_s += time.monotonic() - t0
+        window.add(sums, time.monotonic() - t0)
+        if acc.is_main_process and (state.step % cfg.log_every == 0 or state.step == cfg.max_steps):
+            progress = window.report(state.step, cfg.max_steps, lr, time.monotonic() - started)
+            writer.log_train(progress, state.elapsed_s)
+            callbacks.on_progress(progress)
+            window = _Window()
+        out_of_time = cfg.max_minutes > 0 and state.elapsed_s >= cfg.max_minutes * 60
+        is_eval = (cfg.eval_every and state.step % cfg.eval_every == 0) or state.step == cfg.max_steps or out_of_time
+        is_best = False
+        if is_eval:
+            with acc.autocast():
+                last_eval = task.evaluate(lambda t: acc.reduce(t, "sum"), acc.process_index, acc.num_processes)
+            is_best = last_eval.score > state.best_score
+            if is_best:
+                state.best_score, state.best_step, state.bad_evals = last_eval.score, state.step, 0
+            else:
+                state.bad_evals += 1
+            if acc.is_main_process:
+                writer.log_eval(state.step, last_eval)
+                callbacks.on_eval(state.step, last_eval, is_best)
+        patience_hit = cfg.patience > 0 and state.bad_evals >= cfg.patience
+        if is_eval or (cfg.save_every and state.step % cfg.save_every == 0) or patience_hit:
+            _save(task, run_dir, state, optimizer, last_eval, is_best, acc, callbacks, cfg, optim)
+        if patience_hit:
+            stop_reason = "patience"
+            break
+        if out_of_time:
+            stop_reason = "max_minutes"
+            break
+    if writer is not None:
+        writer.close()
+    acc.wait_for_everyone()
+    metrics = last_eval.metrics if last_eval else {}
+    return TrainResult(state.step, state.best_score, state.best_step, metrics, stop_reason, run_dir,
+                       acc.is_main_process)
+
+
+def _optimizer_step(task: Task, wrapped, optimizer, acc: Accelerator, state: _RunState, cfg: TrainConfig,
+                    optim: OptimConfig, params: list) -> torch.Tensor:
+    """grad_accum micro-batches, one optimizer step; returns [loss_sum, count, correct, tokens] (global)."""
+    totals = torch.zeros(4, dtype=torch.float64, device=acc.device)
+    for micro in range(cfg.grad_accum):
+        batch, state.position = task.train_batch(state.position)
+        local = batch.rows(*_share(batch.tokens.shape[0], acc.process_index, acc.num_processes))
+        sync = nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(wrapped)
+        with sync, acc.autocast():
+            out = task.step(wrapped, local)
+            stats = torch.stack([out.loss_sum.detach().double(), out.count.double(), out.correct.double(),
+                                 torch.tensor(float(out.tokens), dtype=torch.float64, device=acc.device)])
+            stats = acc.reduce(stats, "sum")
+            # Normalise by the global count: DDP averages gradients over processes, hence * world.
+            loss = out.loss_sum * acc.num_processes / (stats[1].clamp(min=1) * cfg.grad_accum)
+            acc.backward(loss.float())
+        totals += stats
+    if optim.grad_clip > 0:
+        acc.clip_grad_norm_(params, optim.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return totals.cpu()
+
+
+def _save(task: Task, run_dir: Path, state: _RunState, optimizer, last_eval: EvalResult | None, is_best: bool,
+          acc: Accelerator, callbacks: Callbacks, cfg: TrainConfig, optim: OptimConfig) -> None:
+    if acc.is_main_process:
+        payload = {"run": state.to_dict(), "train": asdict(cfg), "optim": asdict(optim), "task": task.config_dict(),
+                   "last_eval": last_eval.metrics if last_eval else None}
+        path = save_checkpoint(run_dir, state.step, lambda d: task.save_model(d, last_eval), payload,
+                               optimizer.state_dict(), is_best)
+        callbacks.on_save(path)
+    acc.wait_for_everyone()
+
+
+class _Window:
+    """Sums over the steps since the last progress report."""
+
+    def __init__(self) -> None:
+        self.sums = torch.zeros(4, dtype=torch.float64)
+        self.seconds = 0.0
+        self.steps = 0
+
+    def add(self, sums: torch.Tensor, seconds: float) -> None:
+        self.sums += sums
+        self.seconds += seconds
+        self.steps += 1
+
+    def report(self, step: int, max_steps: int, lr: float, session_s: float) -> Progress:
+        loss_sum, count, correct, tokens = self.sums.tolist()
+        per_step = self.seconds / max(1, self.steps)
+        return Progress(step, max_steps, loss_sum / max(count, 1.0), correct / max(count, 1.0), lr,
+                        tokens / max(self.seconds, 1e-9), per_step * (max_steps - step))
+
+
+def best_dir(run_dir: Path) -> Path:
+    """The best checkpoint of a finished run (the ``best`` link), with a clear error if missing."""
+    link = Path(run_dir) / BEST
+    if not link.is_symlink():
+        raise ValueError(f"{run_dir} has no best checkpoint yet")
+    return link.resolve()
+
+
+__all__ = ["Callbacks", "OptimConfig", "Progress", "TrainConfig", "TrainResult", "best_dir", "lr_at", "prune",
+           "train"]
