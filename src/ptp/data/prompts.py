@@ -5,9 +5,10 @@ docstring and continues after it, the *prompt* is the source from its first deco
 line through the line that closes the docstring, and the *reference* is the rest of the function.
 Source text is kept exactly, indentation included, so ``prompt + reference`` is the function's source.
 
-Selection is deterministic: candidates outside the size limits and repeated prompts are dropped, the
-rest are ranked by a hash of their id (a fixed pseudo-random sample across files and packages), the
-first ``max_prompts`` are kept and written sorted by id. An id is ``<relative path>:<line>:<qualname>``.
+Selection is deterministic: candidates outside the size limits and repeated prompts are dropped, so
+are bodies mostly found verbatim in the train split (``OVERLAP_WINDOW``); the rest are ranked by a hash
+of their id (a fixed pseudo-random sample across files and packages), the first ``max_prompts`` are
+kept and written sorted by id. An id is ``<relative path>:<line>:<qualname>``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from pathlib import Path
 from ptp.data.corpus import iter_corpus_files
 
 FUNCTION_NODES = (ast.FunctionDef, ast.AsyncFunctionDef)
+# Decontamination: a body "occurs in train" window by window, a window being this many consecutive
+# non-blank lines with surrounding whitespace stripped. Path-hash splits keep near-copies apart
+# (e.g. transformers' modular_x.py / modeling_x.py, "Copied from" blocks), and a teacher that has seen
+# a body verbatim makes acceptance look better than it is.
+OVERLAP_WINDOW = 3
 
 
 @dataclass(frozen=True)
@@ -33,10 +39,14 @@ class PromptConfig:
     min_body_chars: int = 40  # references shorter than this are too trivial to benchmark
     max_body_chars: int = 4000  # ... and longer ones are mostly data
     max_prompt_chars: int = 4000  # signature + docstring longer than this is skipped
+    min_body_lines: int = OVERLAP_WINDOW  # non-blank reference lines; fewer is too trivial to benchmark
+    max_train_overlap: float = 0.5  # drop prompts whose body's line windows occur in train more than this
 
     def __post_init__(self) -> None:
         if self.max_prompts < 1:
             raise ValueError(f"max_prompts must be >= 1, got {self.max_prompts!r}")
+        if not 0.0 <= self.max_train_overlap <= 1.0:
+            raise ValueError(f"max_train_overlap must be in [0, 1], got {self.max_train_overlap!r}")
         if not 0 <= self.min_body_chars <= self.max_body_chars:
             raise ValueError(f"need 0 <= min_body_chars <= max_body_chars, got "
                              f"{self.min_body_chars!r}, {self.max_body_chars!r}")
@@ -91,21 +101,45 @@ def extract_prompts(path: str, text: str) -> Iterator[Prompt]:
             yield Prompt(f"{path}:{node.lineno}:{qualname}", *parts)
 
 
-def select_prompts(files: Iterable[tuple[str, str]], cfg: PromptConfig) -> list[Prompt]:
-    """Prompts from (relative path, text) pairs: filtered, de-duplicated, sampled by id hash, sorted by id."""
+def line_windows(text: str) -> list[tuple[str, ...]]:
+    """Every run of OVERLAP_WINDOW consecutive non-blank lines of text, stripped."""
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    return [tuple(lines[i : i + OVERLAP_WINDOW]) for i in range(len(lines) - OVERLAP_WINDOW + 1)]
+
+
+def train_overlap(prompts: list[Prompt], train_files: Iterable[tuple[str, str]]) -> list[float]:
+    """Per prompt, the fraction of its reference's line windows that also occur in the train files."""
+    windows = [set(line_windows(p.reference)) for p in prompts]
+    wanted = set().union(*windows)
+    found = set()
+    for _, text in train_files:
+        found.update(w for w in line_windows(text) if w in wanted)
+    return [len(w & found) / len(w) if w else 0.0 for w in windows]
+
+
+def select_prompts(files: Iterable[tuple[str, str]], cfg: PromptConfig,
+                   train_files: Iterable[tuple[str, str]] = ()) -> list[Prompt]:
+    """Prompts from (relative path, text) pairs: filtered, de-duplicated, decontaminated against
+    ``train_files``, sampled by id hash, sorted by id."""
     by_prompt: dict[str, Prompt] = {}
     for path, text in files:
         for p in extract_prompts(path, text):
-            body = len(p.reference.strip())
-            if cfg.min_body_chars <= body <= cfg.max_body_chars and len(p.prompt) <= cfg.max_prompt_chars:
+            body = p.reference.strip()
+            lines = sum(1 for line in body.split("\n") if line.strip())
+            if (cfg.min_body_chars <= len(body) <= cfg.max_body_chars and lines >= cfg.min_body_lines
+                    and len(p.prompt) <= cfg.max_prompt_chars):
                 by_prompt.setdefault(p.prompt, p)  # first occurrence of a repeated prompt wins
-    ranked = sorted(by_prompt.values(), key=lambda p: hashlib.sha256(p.id.encode()).digest())
+    candidates = list(by_prompt.values())
+    overlap = train_overlap(candidates, train_files)
+    clean = [p for p, o in zip(candidates, overlap, strict=True) if o <= cfg.max_train_overlap]
+    ranked = sorted(clean, key=lambda p: hashlib.sha256(p.id.encode()).digest())
     return sorted(ranked[: cfg.max_prompts], key=lambda p: p.id)
 
 
 def build_prompts(corpus_dir: str | Path, cfg: PromptConfig, out_path: str | Path, split: str = "test") -> int:
     """Write prompts from a corpus split as JSONL ``{"id", "prompt", "reference"}``; returns the count."""
-    prompts = select_prompts(iter_corpus_files(corpus_dir, split), cfg)
+    train = iter_corpus_files(corpus_dir, "train") if cfg.max_train_overlap < 1.0 else ()
+    prompts = select_prompts(iter_corpus_files(corpus_dir, split), cfg, train)
     write_prompts(prompts, out_path)
     return len(prompts)
 
