@@ -180,7 +180,7 @@ async def answer(served: Served, request: Request, gen_request: GenerationReques
     if gen_request.stream:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         events = _stream(served, job, gen, request.url.path, started)
-        return StreamingResponse(events, media_error_type="text/event-stream", headers=headers)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     while not isinstance(event := await _next_event(job, request, served.config.disconnect_poll_seconds,
                                                     served.metrics), Finished):
         if isinstance(event, Failed):

@@ -1,0 +1,284 @@
+"""Bounded load test of ``ptp serve``: concurrent streaming clients, loopback only, stops by itself.
+
+It starts the server as a subprocess on a free loopback port, computes every request's expected text
+here with autoregressive sampling (``ptp.generate(method="ar")`` with the request's seed), warms the
+server up and records its resident memory, then runs ``--clients`` concurrent clients that each send
+``--requests`` streaming completions one after another through the official ``openai`` client.
+Afterwards it records the memory again, stops the server and writes JSON: p50/p95 latency and time
+to first token, tokens/s, MAT, memory before/after, and every failure. Exit status 1 if any request
+failed (a 5xx or any error), any text differs from its seed's AR text, or memory grew more than
+``--memory-tolerance``. Every request has a timeout and the whole run a deadline.
+
+    python scripts/load_test.py --tiny --out runs/load_test.json      # a tiny random checkpoint
+    python scripts/load_test.py --model DIR --clients 32 --requests 4 --max-tokens 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import torch
+
+import ptp
+from ptp.cli.common import tokenizer_dir
+
+PROMPTS = (
+    "def add(a, b):\n",
+    "import os\n\nclass Path:\n",
+    "# héllo wörld ✓\nfor i in range(10):\n",
+    "def fib(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+)
+TINY_CORPUS = [*PROMPTS, "    return a + b\n", "print('done')  # 你好\n", "while True:\n    pass\n"]
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+HEALTH_WAIT_SECONDS = 180.0  # model loading on a busy 2-core machine
+SETTLE_SECONDS = 1.0  # pause before reading memory, so freed buffers are returned
+
+
+def build_tiny_checkpoint(directory: Path, chat_template: str | None = TINY_CHAT_TEMPLATE,
+                          max_positions: int = 2048, eos: bool = True) -> Path:
+    """A real PTP checkpoint small enough for tests: tiny random Llama + byte-level BPE tokenizer.
+
+    eos=False: the teacher has no EOS token, so every generation runs to max_tokens.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from ptp.testing import randomize_adapters, tiny_config
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|eos|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(TINY_CORPUS * 4, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|eos|>")
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    config = tiny_config("llama", vocab=len(tokenizer), max_positions=max_positions)
+    config.eos_token_id = tokenizer.eos_token_id if eos else None
+    torch.manual_seed(0)
+    teacher = LlamaForCausalLM._from_config(config, attn_implementation="sdpa").eval()
+    model = ptp.PTPModel.from_teacher(teacher, mode="o-ptp", lora_rank=4, window=4)
+    randomize_adapters(model, seed=0)
+    model.save_pretrained(directory, include_teacher=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def expected_texts(model_dir: Path, jobs: list[dict], sampling: ptp.SamplingConfig) -> dict[int, str]:
+    """Each job's text under autoregressive sampling with its seed (the lossless reference)."""
+    from transformers import AutoTokenizer
+
+    model = ptp.PTPModel.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
+    out = {}
+    for job in jobs:
+        ids = tokenizer(job["prompt"]).input_ids
+        tokens = ptp.generate(model, ids, job["max_tokens"], sampling, job["seed"], "ar").tokens
+        out[job["seed"]] = tokenizer.decode(tokens, skip_special_tokens=True)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no VmRSS for pid {pid}")
+
+
+@contextlib.contextmanager
+def running_server(model_dir: Path, port: int, threads: int, queue_size: int, log: Path):
+    """``ptp serve`` in a subprocess on 127.0.0.1:port; yields its pid once /health answers."""
+    cmd = [sys.executable, "-m", "ptp.cli", "--threads", str(threads), "serve", "--model", str(model_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--queue-size", str(queue_size), "--log-level", "warning"]
+    with log.open("w") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + HEALTH_WAIT_SECONDS
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the server exited with {proc.returncode}; see {log}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not answer /health in {HEALTH_WAIT_SECONDS} s; see {log}")
+                time.sleep(0.2)
+            yield proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def one_request(client: openai.AsyncOpenAI, name: str, job: dict, sampling: ptp.SamplingConfig) -> dict:
+    """One streaming completion; returns its text, timings and the final chunk's usage/ptp blocks."""
+    started = time.perf_counter()
+    record = {"seed": job["seed"], "text": "", "first_token_s": None, "error": None}
+    try:
+        stream = await client.completions.create(
+            model=name, prompt=job["prompt"], max_tokens=job["max_tokens"], seed=job["seed"], stream=True,
+            temperature=sampling.temperature, top_p=sampling.top_p, extra_body={"top_k": sampling.top_k},
+        )
+        async for chunk in stream:
+            piece = chunk.choices[0].text if chunk.choices else ""
+            if piece and record["first_token_s"] is None:
+                record["first_token_s"] = time.perf_counter() - started
+            record["text"] += piece
+            if chunk.usage is not None:
+                record["tokens"] = chunk.usage.completion_tokens
+                record["ptp"] = (chunk.model_extra or {}).get("ptp")
+    except openai.APIStatusError as err:
+        record["error"] = f"HTTP {err.status_code}: {err.message}"
+        record["status"] = err.status_code
+    except (openai.APIError, httpx.HTTPError) as err:
+        record["error"] = f"{type(err).__name__}: {err}"
+    record["latency_s"] = time.perf_counter() - started
+    return record
+
+
+async def run_clients(base_url: str, name: str, jobs_per_client: list[list[dict]],
+                      sampling: ptp.SamplingConfig, timeout: float) -> list[dict]:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=timeout)
+
+    async def client_loop(jobs: list[dict]) -> list[dict]:
+        return [await one_request(client, name, job, sampling) for job in jobs]
+
+    try:
+        per_client = await asyncio.gather(*(client_loop(jobs) for jobs in jobs_per_client))
+    finally:
+        await client.close()
+    return [record for records in per_client for record in records]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def summarise(records: list[dict], expected: dict[int, str], wall: float, rss_before: int, rss_after: int,
+              tolerance: float) -> dict:
+    failures = [r for r in records if r["error"]]
+    mismatches = [r["seed"] for r in records if not r["error"] and r["text"] != expected[r["seed"]]]
+    latencies = [r["latency_s"] for r in records if not r["error"]]
+    first = [r["first_token_s"] for r in records if r["first_token_s"] is not None]
+    tokens = sum(r.get("tokens", 0) for r in records)
+    teacher_calls = sum((r.get("ptp") or {}).get("teacher_calls", 0) for r in records)
+    growth = (rss_after - rss_before) / rss_before
+    return {
+        "requests": len(records),
+        "ok": len(records) - len(failures),
+        "failures": [r["error"] for r in failures][:20],
+        "server_errors_5xx": sum(1 for r in failures if r.get("status", 0) >= 500),
+        "ar_mismatches": mismatches,
+        "latency_p50_s": percentile(latencies, 50),
+        "latency_p95_s": percentile(latencies, 95),
+        "first_token_p50_s": percentile(first, 50),
+        "first_token_p95_s": percentile(first, 95),
+        "completion_tokens": tokens,
+        "wall_s": wall,
+        "tokens_per_s": tokens / wall if wall > 0 else 0.0,
+        "mat": tokens / teacher_calls if teacher_calls else 0.0,
+        "rss_before_bytes": rss_before,
+        "rss_after_bytes": rss_after,
+        "rss_growth": growth,
+        "passed": not failures and not mismatches and abs(growth) <= tolerance,
+    }
+
+
+def make_jobs(clients: int, requests: int, max_tokens: int) -> list[list[dict]]:
+    """Client c's j-th request: a fixed prompt and a seed unique to the request."""
+    return [[{"prompt": PROMPTS[(c + j) % len(PROMPTS)], "seed": c * requests + j, "max_tokens": max_tokens}
+             for j in range(requests)] for c in range(clients)]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="PTP checkpoint directory (default: the bundled model)")
+    p.add_argument("--tiny", action="store_true", help="build and serve a tiny random checkpoint instead")
+    p.add_argument("--clients", type=int, default=32, help="concurrent streaming clients")
+    p.add_argument("--requests", type=int, default=4, help="requests per client, sent one after another")
+    p.add_argument("--max-tokens", type=int, default=32, help="max_tokens of every request")
+    p.add_argument("--threads", type=int, default=1, help="torch threads in the server (and the AR reference)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--deadline", type=float, default=900.0, help="seconds for the whole load phase")
+    p.add_argument("--memory-tolerance", type=float, default=0.10, help="allowed relative RSS growth")
+    p.add_argument("--out", default=None, help="write the JSON report here (it is printed too)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="ptp-load-") as tmp:
+        if args.tiny:
+            model_dir = build_tiny_checkpoint(Path(tmp) / "tiny")
+        else:
+            from ptp.bundled import default_model_dir
+
+            model_dir = Path(args.model) if args.model else default_model_dir()
+        report = load_test(args, model_dir, Path(tmp) / "server.log")
+    text = json.dumps(report, indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0 if report["passed"] else 1
+
+
+def load_test(args: argparse.Namespace, model_dir: Path, log: Path) -> dict:
+    sampling = ptp.PTPModel.from_pretrained(model_dir).cfg.sampling
+    jobs = make_jobs(args.clients, args.requests, args.max_tokens)
+    expected = expected_texts(model_dir, [job for client in jobs for job in client], sampling)
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}/v1"
+    with running_server(model_dir, port, args.threads, max(64, 2 * args.clients), log) as pid:
+        name = httpx.get(f"{base_url}/models", timeout=10).json()["data"][0]["id"]
+        warm_up = make_jobs(1, 4, args.max_tokens)
+        asyncio.run(run_clients(base_url, name, warm_up, sampling, args.timeout))
+        time.sleep(SETTLE_SECONDS)
+        rss_before = rss_bytes(pid)
+        started = time.perf_counter()
+        records = asyncio.run(asyncio.wait_for(
+            run_clients(base_url, name, jobs, sampling, args.timeout), args.deadline))
+        wall = time.perf_counter() - started
+        time.sleep(SETTLE_SECONDS)
+        rss_after = rss_bytes(pid)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    report = summarise(records, expected, wall, rss_before, rss_after, args.memory_tolerance)
+    report["config"] = {"model": str(model_dir), "clients": args.clients, "requests_per_client": args.requests,
+                        "max_tokens": args.max_tokens, "threads": args.threads, "sampling": sampling.to_dict(),
+                        "torch": torch.__version__, "cpus": len(os.sched_getaffinity(0))}
+    report["server_mat"] = next((float(line.split()[1]) for line in metrics.splitlines()
+                                 if line.startswith("ptp_mean_accepted_tokens_per_call ")), None)
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(main())
