@@ -1,0 +1,212 @@
+"""Run methods side by side: interleaved prompt by prompt in one process, then summarise as ratios."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+
+import ptp
+from ptp.bench.methods import LOSSLESS, HFMethod, PTPMethod, Run, plain_teacher
+from ptp.model import PTPModel
+from ptp.sampling import SamplingConfig
+
+ALL_METHODS = ("ar-hf", "ar", "draft-verify", "pqd", "mtp", "pld", "sps")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to benchmark; defaults follow DESIGN §5."""
+
+    model_dir: str  # PTP checkpoint (the teacher is loaded from it)
+    prompts: tuple[tuple[str, list[int]], ...]  # (id, token ids) pairs, already tokenised
+    methods: tuple[str, ...] = ("ar-hf", "ar", "draft-verify", "pqd", "pld")
+    samplings: tuple[SamplingConfig, ...] = (SamplingConfig(temperature=0),
+                                             SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
+    max_new_tokens: int = 128
+    slot_budget: int = 16  # pqd / mtp u-slots per call
+    seed: int = 0  # u-stream seed of prompt i is seed + i
+    warmup: int = 1  # prompts run once, untimed, before measuring
+    mtp_model_dir: str | None = None  # the independent-prediction control checkpoint (mode mtp)
+    draft_model_dir: str | None = None  # small HF causal LM for sps (same tokenizer)
+    eos_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = set(self.methods) - set(ALL_METHODS)
+        if unknown:
+            raise ValueError(f"unknown methods {sorted(unknown)}; choose from {ALL_METHODS}")
+        if "mtp" in self.methods and not self.mtp_model_dir:
+            raise ValueError("method mtp needs --mtp-model (a checkpoint trained with the mtp loss)")
+        if "sps" in self.methods and not self.draft_model_dir:
+            raise ValueError("method sps needs --draft-model (a small HF causal LM with the same tokenizer)")
+        if not self.prompts:
+            raise ValueError("no prompts to benchmark")
+
+
+@dataclass
+class MethodSummary:
+    method: str
+    tokens: int = 0
+    seconds: float = 0.0
+    teacher_calls: int = 0
+    first_token_seconds: list[float] = field(default_factory=list)
+    per_call: list[int] = field(default_factory=list)  # tokens emitted by each teacher call
+    identical: int = 0
+    compared: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def mat(self) -> float:
+        return self.tokens / self.teacher_calls if self.teacher_calls else 0.0
+
+
+def build_methods(cfg: BenchConfig) -> dict:
+    """Instantiate each requested method once."""
+    model = PTPModel.from_pretrained(cfg.model_dir).eval()
+    eos = list(cfg.eos_ids)
+    methods = {}
+    teacher = plain_teacher(model) if {"ar-hf", "pld", "sps"} & set(cfg.methods) else None
+    for name in cfg.methods:
+        if name in ("ar", "draft-verify", "pqd"):
+            methods[name] = PTPMethod(model, name, cfg.slot_budget, eos)
+        elif name == "mtp":
+            control = PTPModel.from_pretrained(cfg.mtp_model_dir).eval()
+            methods[name] = PTPMethod(control, "pqd", cfg.slot_budget, eos)
+        elif name == "ar-hf":
+            methods[name] = HFMethod(teacher, eos)
+        elif name == "pld":
+            methods[name] = HFMethod(copy.deepcopy(teacher), eos, pld=True)
+        elif name == "sps":
+            draft = ptp.model.load_teacher(cfg.draft_model_dir).eval()
+            methods[name] = HFMethod(copy.deepcopy(teacher), eos, assistant=draft)
+    return methods
+
+
+def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> dict:
+    """Run every method on every prompt (interleaved), per sampling config; return the JSON record."""
+    methods = build_methods(cfg)
+    record = {"config": _config_record(cfg), "environment": environment(cfg), "results": []}
+    for sampling in cfg.samplings:
+        summaries = {name: MethodSummary(name) for name in methods}
+        for _, ids in cfg.prompts[: cfg.warmup]:
+            for method in methods.values():
+                method.run(ids, min(cfg.max_new_tokens, 16), sampling, cfg.seed)
+        for i, (prompt_id, ids) in enumerate(cfg.prompts):
+            runs: dict[str, Run] = {}
+            for name, method in methods.items():  # interleaved: every method on this prompt, then the next
+                runs[name] = method.run(ids, cfg.max_new_tokens, sampling, cfg.seed + i)
+                _add(summaries[name], runs[name])
+            _compare(summaries, runs, sampling)
+            if progress:
+                progress(f"{_sampling_name(sampling)} prompt {i + 1}/{len(cfg.prompts)} ({prompt_id})")
+        record["results"].append(_summarise(sampling, summaries))
+    return record
+
+
+def _add(summary: MethodSummary, run: Run) -> None:
+    summary.tokens += len(run.tokens)
+    summary.seconds += run.seconds
+    summary.teacher_calls += run.teacher_calls
+    summary.first_token_seconds.append(run.first_token_seconds)
+    summary.per_call.extend(run.per_call)
+
+
+def _compare(summaries: dict[str, MethodSummary], runs: dict[str, Run], sampling: SamplingConfig) -> None:
+    """Identical-output check vs ``ar``: the u-stream methods always; HF methods only when greedy."""
+    if "ar" not in runs:
+        return
+    for name, run in runs.items():
+        if name == "ar" or (name not in LOSSLESS and not sampling.greedy):
+            continue
+        summaries[name].compared += 1
+        summaries[name].identical += int(run.tokens == runs["ar"].tokens)
+
+
+def _summarise(sampling: SamplingConfig, summaries: dict[str, MethodSummary]) -> dict:
+    def speed(name: str) -> float | None:
+        return summaries[name].tokens_per_second if name in summaries else None
+
+    rows = []
+    for name, s in summaries.items():
+        ttft = sorted(s.first_token_seconds)
+        rows.append({
+            "method": name,
+            "tokens": s.tokens,
+            "seconds": round(s.seconds, 4),
+            "tokens_per_second": round(s.tokens_per_second, 2),
+            "mat": round(s.mat, 3),
+            "speedup_vs_ar": _ratio(s.tokens_per_second, speed("ar")),
+            "speedup_vs_ar_hf": _ratio(s.tokens_per_second, speed("ar-hf")),
+            "ttft_median_seconds": round(ttft[len(ttft) // 2], 4) if ttft else None,
+            "identical_rate": round(s.identical / s.compared, 4) if s.compared else None,
+            "tokens_per_call_histogram": _histogram(s.per_call),
+        })
+    return {"sampling": sampling.to_dict(), "name": _sampling_name(sampling), "methods": rows}
+
+
+def _histogram(values: list[int]) -> dict[str, int]:
+    """{tokens per call: number of calls}."""
+    counts: dict[str, int] = {}
+    for v in sorted(values):
+        counts[str(v)] = counts.get(str(v), 0) + 1
+    return counts
+
+
+def _ratio(a: float, b: float | None) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def _sampling_name(s: SamplingConfig) -> str:
+    return "greedy" if s.greedy else f"T={s.temperature:g} top-k={s.top_k} top-p={s.top_p:g}"
+
+
+def _config_record(cfg: BenchConfig) -> dict:
+    data = asdict(cfg)
+    data["prompts"] = [pid for pid, _ in cfg.prompts]
+    data["samplings"] = [s.to_dict() for s in cfg.samplings]
+    return data
+
+
+def environment(cfg: BenchConfig) -> dict:
+    """Device, library versions and model hashes: what a reader needs to trust the numbers."""
+    cpu = f"cpu ({platform.processor() or platform.machine()})"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu
+    hashes = {}
+    for key in ("model_dir", "mtp_model_dir", "draft_model_dir"):
+        path = getattr(cfg, key)
+        if path:
+            files = sorted(Path(path).rglob("*.safetensors"))
+            hashes[key] = {str(f.relative_to(path)): _file_hash(f) for f in files}
+    return {
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "ptp": ptp.__version__,
+        "model_hashes": hashes,
+        "teacher_weight_hash": None if not cfg.model_dir else _teacher_hash(cfg.model_dir),
+    }
+
+
+def _teacher_hash(model_dir: str) -> str | None:
+    meta = json.loads((Path(model_dir) / "ptp_config.json").read_text())
+    return meta.get("teacher_fingerprint", {}).get("weight_hash")
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
