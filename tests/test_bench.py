@@ -1,38 +1,21 @@
 import json
 
 import pytest
-import torch
 
 import ptp
 from ptp.cli import main
-from ptp.data.tokenizer import TokenizerConfig, build_bpe
-from ptp.testing import randomize_adapters, tiny_teacher
-
-TEXT = ["def add(a, b):\n    return a + b\n", "class Point:\n    x: int = 0\n", "for i in range(10):\n    print(i)\n"]
+from ptp.testing import tiny_checkpoint, tiny_teacher
 
 
 @pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
-    tokenizer = build_bpe(TEXT * 20, TokenizerConfig(vocab_size=300, min_frequency=1))
-    vocab = len(tokenizer)
-    for name, mode in (("model", "o-ptp"), ("mtp", "mtp")):
-        teacher = tiny_teacher("llama")
-        teacher.resize_token_embeddings(vocab)
-        teacher.config.eos_token_id = tokenizer.eos_token_id
-        torch.manual_seed(0)
-        teacher.get_output_embeddings().weight.data.normal_(0, 0.5)
-        teacher.get_input_embeddings().weight.data.normal_(0, 0.5)
-        model = ptp.PTPModel.from_teacher(teacher, mode=mode, lora_rank=4, window=8)
-        randomize_adapters(model, 1)
-        model.save_pretrained(root / name, include_teacher=True)
-        tokenizer.save_pretrained(root / name)
+    tiny_checkpoint(root / "model")
+    tiny_checkpoint(root / "mtp", mode="mtp")
     draft = tiny_teacher("llama", seed=3)
-    draft.resize_token_embeddings(vocab)
+    draft.resize_token_embeddings(ptp.PTPModel.from_pretrained(root / "model").teacher.config.vocab_size)
     draft.save_pretrained(root / "draft")
-    with open(root / "prompts.jsonl", "w") as fh:
-        for i, text in enumerate(TEXT):
-            fh.write(json.dumps({"id": f"p{i}", "prompt": text[:12], "reference": text[12:]}) + "\n")
+    (root / "prompts.jsonl").write_text((root / "model" / "prompts.jsonl").read_text())
     return root
 
 

@@ -50,3 +50,33 @@ class CharTokenizer:
 
     def decode(self, ids) -> str:
         return "".join(chr(ord("a") + int(i) % 26) for i in ids)
+
+
+CODE_SNIPPETS = (
+    "def add(a, b):\n    return a + b\n",
+    "class Point:\n    x: int = 0\n    y: int = 0\n",
+    "for i in range(10):\n    print(i)\n",
+)
+
+
+def tiny_checkpoint(directory, mode: str = "o-ptp", seed: int = 0, texts=CODE_SNIPPETS):
+    """A complete loadable PTP checkpoint: byte-level BPE tokenizer, tiny Llama teacher in teacher/,
+    random adapters, and a prompts.jsonl. Returns the tokenizer."""
+    import json
+    from pathlib import Path
+
+    from ptp.data.tokenizer import TokenizerConfig, build_bpe
+
+    out = Path(directory)
+    tokenizer = build_bpe(list(texts) * 20, TokenizerConfig(vocab_size=300, min_frequency=1))
+    teacher = tiny_teacher("llama", seed)
+    teacher.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    teacher.config.eos_token_id = tokenizer.eos_token_id
+    model = PTPModel.from_teacher(teacher, mode=mode, lora_rank=4, window=8)
+    randomize_adapters(model, seed + 1)
+    model.save_pretrained(out, include_teacher=True)
+    tokenizer.save_pretrained(out)
+    with open(out / "prompts.jsonl", "w") as fh:
+        for i, text in enumerate(texts):
+            fh.write(json.dumps({"id": f"p{i}", "prompt": text[:12], "reference": text[12:]}) + "\n")
+    return tokenizer
