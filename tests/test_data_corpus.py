@@ -79,6 +79,23 @@ def test_build_corpus(fake_trees):
         build_corpus(CorpusConfig(packages=("surely_not_installed_pkg",), require_packages=True), out, True)
 
 
+def test_heldout_near_copies_move_to_train(tmp_path, monkeypatch):
+    fractions = (0.5, 0.25, 0.25)
+    names = [f"m{i}.py" for i in range(40)]
+    orig = next(n for n in names if split_of(f"fakepkg/{n}", fractions) == "train")
+    near = next(n for n in names if split_of(f"fakepkg/{n}", fractions) == "test")
+    body = "".join(f"x{i} = compute({i}, y)\n" for i in range(20))
+    _write(tmp_path / "lib" / "fakepkg", {orig: body, near: "# a header\n" + body})
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    cfg = CorpusConfig(packages=("fakepkg",), include_stdlib=False, split_fractions=fractions)
+    manifest = build_corpus(cfg, tmp_path / "c")
+    assert manifest["moved_to_train"] == [f"fakepkg/{near}"]
+    assert manifest["splits"]["train"]["paths"] == sorted([f"fakepkg/{orig}", f"fakepkg/{near}"])
+    off = build_corpus(CorpusConfig(packages=("fakepkg",), include_stdlib=False, split_fractions=fractions,
+                                    max_heldout_overlap=1.0), tmp_path / "c2")
+    assert off["moved_to_train"] == [] and off["splits"]["test"]["paths"] == [f"fakepkg/{near}"]
+
+
 def test_document_loaders(tmp_path):
     _write(tmp_path / "txt", {"b.txt": "second", "a.txt": "first", "sub/c.txt": "third", "d.md": "skip"})
     assert list(iter_documents(DocumentSource(str(tmp_path / "txt")))) == ["first", "second", "third"]

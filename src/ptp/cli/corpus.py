@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--require-packages", action="store_true", help="fail if a listed package is not installed")
     p.add_argument("--split", default="0.96,0.02,0.02", help="train,val,test fractions (by hash of file path)")
     p.add_argument("--max-file-bytes", type=int, default=CorpusConfig.max_file_bytes, help="skip larger files")
+    p.add_argument("--max-heldout-overlap", type=float, default=CorpusConfig.max_heldout_overlap,
+                   help="val/test files with more of their 3-line windows found in train move to train (1 = off)")
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing corpus directory")
 
 
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = CorpusConfig(packages=tuple(x.strip() for x in args.packages.split(",") if x.strip()),
                        include_stdlib=not args.no_stdlib, require_packages=args.require_packages,
-                       split_fractions=_fractions(args.split), max_file_bytes=args.max_file_bytes)
+                       split_fractions=_fractions(args.split), max_file_bytes=args.max_file_bytes,
+                       max_heldout_overlap=args.max_heldout_overlap)
     start = time.perf_counter()
     with tqdm(desc="files", unit=" files", file=sys.stderr) as bar:
         manifest = build_corpus(cfg, args.out, overwrite=args.overwrite, on_file=lambda _: bar.update())
@@ -57,5 +60,5 @@ def run(args: argparse.Namespace) -> int:
     for split, info in manifest["splits"].items():
         print(f"  {split:<6} {info['files']:>7} files {info['bytes'] / 1e6:>9.2f} MB")
     skipped = ", ".join(f"{reason} {info['count']}" for reason, info in manifest["skipped"].items())
-    print(f"  skipped: {skipped}")
+    print(f"  skipped: {skipped}; held-out near-copies of train moved to train: {len(manifest['moved_to_train'])}")
     return 0

@@ -10,6 +10,9 @@ Terms:
   ``torch/nn/modules/linear.py``. It identifies a file in the manifest and decides its split.
 - split: train / val / test, chosen by a SHA-256 hash of the relative path, so a file lands in the same
   split on every machine and with every package list. Test-split files never enter training.
+- decontamination: a val/test file whose line windows (``OVERLAP_WINDOW``) mostly occur in train
+  files is a near-copy of training data; it is moved to train (``max_heldout_overlap``, recorded in
+  the manifest's ``moved_to_train``), so held-out loss and prompts measure unseen code.
 
 Output directory: ``manifest.json`` and one JSONL per split (``train.jsonl``, ...), one line per file:
 ``{"path": relative path, "text": source}``. Identical files (after newline normalisation) are kept
@@ -27,7 +30,7 @@ import os
 import platform
 import sys
 import sysconfig
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,6 +47,11 @@ DEFAULT_PACKAGES = (
 )
 SKIP_DIRS = frozenset({"__pycache__", "site-packages", "dist-packages"})
 SPLIT_HASH_BITS = 64  # leading bits of SHA-256(relative path) mapped to [0, 1)
+# Held-out decontamination: a file's "near-copy fingerprints" are its runs of this many consecutive
+# non-blank stripped lines. Path-hash splits alone leave near-copies on both sides (measured on our
+# corpus: 66 % of transformers' val windows occur in train, via modular_x.py / modeling_x.py pairs and
+# "Copied from" blocks), which would make held-out loss and benchmark prompts look better than they are.
+OVERLAP_WINDOW = 3
 SKIP_REASONS = ("too_large", "unreadable", "binary", "not_utf8", "empty", "duplicate")
 
 
@@ -56,12 +64,15 @@ class CorpusConfig:
     require_packages: bool = False  # True: a package that is not installed is an error, not a skip
     split_fractions: tuple[float, float, float] = (0.96, 0.02, 0.02)  # train, val, test
     max_file_bytes: int = 512_000  # larger files (mostly generated tables) are skipped
+    max_heldout_overlap: float = 0.5  # val/test files with more of their line windows in train move to train
 
     def __post_init__(self) -> None:
         fractions = self.split_fractions
         if len(fractions) != len(SPLITS) or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
             raise ValueError(f"split_fractions must be {len(SPLITS)} non-negative numbers summing to 1, "
                              f"got {fractions!r}")
+        if not 0.0 <= self.max_heldout_overlap <= 1.0:
+            raise ValueError(f"max_heldout_overlap must be in [0, 1], got {self.max_heldout_overlap!r}")
         if self.max_file_bytes < 1:
             raise ValueError(f"max_file_bytes must be positive, got {self.max_file_bytes!r}")
         if not self.include_stdlib and not self.packages:
@@ -156,6 +167,58 @@ def read_source(path: Path, max_bytes: int) -> tuple[str | None, str | None]:
 
 
 
+def line_windows(text: str) -> list[tuple[str, ...]]:
+    """Every run of OVERLAP_WINDOW consecutive non-blank lines of text, stripped: near-copy fingerprints."""
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    return [tuple(lines[i : i + OVERLAP_WINDOW]) for i in range(len(lines) - OVERLAP_WINDOW + 1)]
+
+
+def overlap_with(texts: list[str], reference: Iterable[str]) -> list[float]:
+    """Per text, the fraction of its line windows that also occur in the reference texts."""
+    windows = [set(line_windows(t)) for t in texts]
+    wanted = set().union(*windows)
+    found = set()
+    for text in reference:
+        found.update(w for w in line_windows(text) if w in wanted)
+    return [len(w & found) / len(w) if w else 0.0 for w in windows]
+
+
+def _collect(trees: list[SourceTree], cfg: CorpusConfig, on_file: Callable[[str], None] | None,
+             skipped: dict[str, list[str]]) -> list[tuple[str, str, str]]:
+    """(tree name, relative path, text) of every usable, first-seen file, in source then path order."""
+    files = []
+    seen: set[bytes] = set()
+    for tree in trees:
+        for path in iter_py_files(tree.root):
+            rel = f"{tree.name}/{path.relative_to(tree.root).as_posix()}"
+            if on_file is not None:
+                on_file(rel)
+            text, reason = read_source(path, cfg.max_file_bytes)
+            if text is not None:
+                digest = hashlib.sha256(text.encode()).digest()
+                reason = "duplicate" if digest in seen else None
+                seen.add(digest)
+            if reason is not None:
+                skipped[reason].append(rel)
+            else:
+                files.append((tree.name, rel, text))
+    return files
+
+
+def _assign_splits(files: list[tuple[str, str, str]], cfg: CorpusConfig) -> tuple[list[str], list[str]]:
+    """Split per file (by path hash), then held-out near-copies of train moved to train; also the moved paths."""
+    splits = [split_of(rel, cfg.split_fractions) for _, rel, _ in files]
+    held = [i for i, s in enumerate(splits) if s != "train"]
+    if cfg.max_heldout_overlap >= 1.0 or not held:
+        return splits, []
+    train_texts = (text for (_, _, text), s in zip(files, splits, strict=True) if s == "train")
+    overlap = overlap_with([files[i][2] for i in held], train_texts)
+    moved = [i for i, o in zip(held, overlap, strict=True) if o > cfg.max_heldout_overlap]
+    for i in moved:
+        splits[i] = "train"
+    return splits, [files[i][1] for i in moved]
+
+
 def build_corpus(cfg: CorpusConfig, out_dir: str | Path, overwrite: bool = False,
                  on_file: Callable[[str], None] | None = None) -> dict:
     """Collect, dedupe and split the sources into ``out_dir``; returns the manifest (also written).
@@ -168,38 +231,27 @@ def build_corpus(cfg: CorpusConfig, out_dir: str | Path, overwrite: bool = False
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # a half-rebuilt corpus must not look complete
     trees, missing = find_trees(cfg)
+    skipped: dict[str, list[str]] = {r: [] for r in SKIP_REASONS}
+    files = _collect(trees, cfg, on_file, skipped)
+    splits, moved = _assign_splits(files, cfg)
     tallies = {s: _Tally() for s in SPLITS}
     tree_tallies = {t.name: _Tally() for t in trees}
-    skipped: dict[str, list[str]] = {r: [] for r in SKIP_REASONS}
-    seen: set[bytes] = set()
     handles = {s: open(out / f"{s}.jsonl.tmp", "w", encoding="utf-8") for s in SPLITS}  # noqa: SIM115
     try:
-        for tree in trees:
-            for path in iter_py_files(tree.root):
-                rel = f"{tree.name}/{path.relative_to(tree.root).as_posix()}"
-                if on_file is not None:
-                    on_file(rel)
-                text, reason = read_source(path, cfg.max_file_bytes)
-                if text is not None:
-                    digest = hashlib.sha256(text.encode()).digest()
-                    reason = "duplicate" if digest in seen else None
-                    seen.add(digest)
-                if reason is not None:
-                    skipped[reason].append(rel)
-                    continue
-                split = split_of(rel, cfg.split_fractions)
-                handles[split].write(json.dumps({"path": rel, "text": text}, ensure_ascii=False) + "\n")
-                size = len(text.encode())
-                for tally in (tallies[split], tree_tallies[tree.name]):
-                    tally.files += 1
-                    tally.bytes += size
-                tallies[split].paths.append(rel)
+        for (tree, rel, text), split in zip(files, splits, strict=True):
+            handles[split].write(json.dumps({"path": rel, "text": text}, ensure_ascii=False) + "\n")
+            size = len(text.encode())
+            for tally in (tallies[split], tree_tallies[tree]):
+                tally.files += 1
+                tally.bytes += size
+            tallies[split].paths.append(rel)
     finally:
         for handle in handles.values():
             handle.close()
     for split in SPLITS:
         os.replace(out / f"{split}.jsonl.tmp", out / f"{split}.jsonl")
     manifest = _manifest(cfg, trees, missing, tallies, tree_tallies, skipped)
+    manifest["moved_to_train"] = moved
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     os.replace(tmp, out / MANIFEST)

@@ -6,9 +6,10 @@ line through the line that closes the docstring, and the *reference* is the rest
 Source text is kept exactly, indentation included, so ``prompt + reference`` is the function's source.
 
 Selection is deterministic: candidates outside the size limits and repeated prompts are dropped, so
-are bodies mostly found verbatim in the train split (``OVERLAP_WINDOW``); the rest are ranked by a hash
-of their id (a fixed pseudo-random sample across files and packages), the first ``max_prompts`` are
-kept and written sorted by id. An id is ``<relative path>:<line>:<qualname>``.
+are bodies mostly found verbatim in the train split (functions copied between files; the line-window
+test of ``corpus.overlap_with``); the rest are ranked by a hash of their id (a fixed pseudo-random
+sample across files and packages), the first ``max_prompts`` are kept and written sorted by id.
+An id is ``<relative path>:<line>:<qualname>``.
 """
 
 from __future__ import annotations
@@ -21,14 +22,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptp.data.corpus import iter_corpus_files
+from ptp.data.corpus import OVERLAP_WINDOW, iter_corpus_files, overlap_with
 
 FUNCTION_NODES = (ast.FunctionDef, ast.AsyncFunctionDef)
-# Decontamination: a body "occurs in train" window by window, a window being this many consecutive
-# non-blank lines with surrounding whitespace stripped. Path-hash splits keep near-copies apart
-# (e.g. transformers' modular_x.py / modeling_x.py, "Copied from" blocks), and a teacher that has seen
-# a body verbatim makes acceptance look better than it is.
-OVERLAP_WINDOW = 3
 
 
 @dataclass(frozen=True)
@@ -101,20 +97,9 @@ def extract_prompts(path: str, text: str) -> Iterator[Prompt]:
             yield Prompt(f"{path}:{node.lineno}:{qualname}", *parts)
 
 
-def line_windows(text: str) -> list[tuple[str, ...]]:
-    """Every run of OVERLAP_WINDOW consecutive non-blank lines of text, stripped."""
-    lines = [line.strip() for line in text.split("\n") if line.strip()]
-    return [tuple(lines[i : i + OVERLAP_WINDOW]) for i in range(len(lines) - OVERLAP_WINDOW + 1)]
-
-
 def train_overlap(prompts: list[Prompt], train_files: Iterable[tuple[str, str]]) -> list[float]:
     """Per prompt, the fraction of its reference's line windows that also occur in the train files."""
-    windows = [set(line_windows(p.reference)) for p in prompts]
-    wanted = set().union(*windows)
-    found = set()
-    for _, text in train_files:
-        found.update(w for w in line_windows(text) if w in wanted)
-    return [len(w & found) / len(w) if w else 0.0 for w in windows]
+    return overlap_with([p.reference for p in prompts], (text for _, text in train_files))
 
 
 def select_prompts(files: Iterable[tuple[str, str]], cfg: PromptConfig,
