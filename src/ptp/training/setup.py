@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ptp.checkpoint import fingerprint, mismatch_message
 from ptp.data.shards import TokenShards
 from ptp.model import PTPModel, load_teacher
@@ -84,6 +86,7 @@ def build_distill_task(model_cfg: DrafterConfig, data_cfg: DataConfig, packing: 
         problem = mismatch_message(recorded, fingerprint(teacher))
         if problem:
             raise ValueError(f"{data_cfg.train} was sampled from a different teacher: {problem}")
+    torch.manual_seed(distill_cfg.seed)  # adapter and u-embedding init: the same in every process and run
     model = PTPModel.from_teacher(teacher, mode=model_mode(distill_cfg.objective), lora_rank=model_cfg.lora_rank,
                                   lora_alpha=model_cfg.lora_alpha, embedding=model_cfg.embedding,
                                   sampling=resolved, window=model_cfg.window)

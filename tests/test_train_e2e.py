@@ -1,0 +1,140 @@
+"""`ptp train` end to end: checkpoints load, SIGKILL + --resume continues the same run, 2 processes agree."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import ptp
+from ptp.checkpoint import fingerprint
+from ptp.cli import main as cli_main
+from ptp.data.shards import ShardWriter
+from ptp.sampling import SamplingConfig, pick, process
+from ptp.testing import tiny_teacher
+
+SAMPLING = SamplingConfig(temperature=1.0)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def make_teacher_samples(root: Path, n: int = 40, prompt_len: int = 4, new: int = 20) -> tuple[Path, Path]:
+    """A tiny saved teacher and shards of its own samples (kind teacher-samples, with its fingerprint)."""
+    teacher = tiny_teacher("llama", 0, sharpness=4.0)
+    teacher.save_pretrained(root / "teacher")
+    gen = torch.Generator().manual_seed(0)
+    fields = {"kind": "teacher-samples", "sampling": SAMPLING, "teacher_fingerprint": fingerprint(teacher)}
+    with torch.no_grad(), ShardWriter(root / "samples", fields, rows_per_shard=16) as writer:
+        prompts = torch.randint(0, 48, (n, prompt_len), generator=gen)
+        seqs = prompts.clone()
+        for _ in range(new):  # batched AR sampling with pick/process, like pregeneration
+            logits = teacher(seqs).logits[:, -1]
+            nxt = pick(torch.rand(n, generator=gen), process(logits, SAMPLING))
+            seqs = torch.cat([seqs, nxt[:, None]], 1)
+        for row in seqs.tolist():
+            writer.add(row, prompt_len)
+    return root / "teacher", root / "samples"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    teacher, samples = make_teacher_samples(root)
+    config = {
+        "model": {"teacher": str(teacher), "lora_rank": 4, "window": 4},
+        "data": {"train": str(samples), "val_holdout": 8, "val_rows": 4},
+        "packing": {"seq_len": 48, "rows": 4},
+        "distill": {"objective": "o-ptp", "windows_per_row": 8},
+        "optim": {"lr": 3e-3, "warmup_steps": 2},
+        "train": {"max_steps": 6, "eval_every": 3, "save_every": 2, "log_every": 1, "tensorboard": False},
+    }
+    path = root / "cfg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return root, path
+
+
+def ptp_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "ptp.cli", "--threads", "1", *map(str, args)]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_writes_loadable_checkpoints_with_histogram(setup):
+    root, cfg = setup
+    out = root / "basic"
+    assert cli_main(["train", "--config", str(cfg), f"train.out_dir={out}", "--set", "train.max_steps=3"]) == 0
+    model = ptp.PTPModel.from_pretrained(out / "best")
+    assert model.cfg.mode == "o-ptp" and model.cfg.window == 4 and model.cfg.sampling == SAMPLING
+    assert len(model.cfg.correct_hist) == 5 and sum(model.cfg.correct_hist) == pytest.approx(1.0)
+    assert [int(r["step"]) for r in read_csv(out / "metrics.csv")] == [1, 2, 3]
+    names = {p.name for p in out.iterdir()}
+    assert {"last", "best", "metrics.csv", "eval.csv"} <= names
+    assert not any(n.endswith(".tmp") for n in names)
+    assert not any(p.suffix in {".bin", ".pt", ".pkl"} for p in out.rglob("*"))  # no pickle anywhere
+
+
+def test_sampling_that_differs_from_the_data_is_refused(setup, capsys):
+    root, cfg = setup
+    code = cli_main(["train", "--config", str(cfg), f"train.out_dir={root / 'bad'}", "sampling.temperature=0.7"])
+    assert code == 2 and "differs from the config the data was sampled under" in capsys.readouterr().err
+
+
+def test_resume_after_sigkill_continues_the_same_run(setup):
+    root, cfg = setup
+    steps = 30
+    common = ["--config", cfg, f"train.max_steps={steps}", "train.save_every=3", "train.eval_every=10"]
+    ref = subprocess.Popen(ptp_cmd("train", *common, f"train.out_dir={root / 'ref'}"), env=ENV,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = root / "killed"
+    victim = subprocess.Popen(ptp_cmd("train", *common, f"train.out_dir={run}"), env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (run / "last").is_symlink() or os.readlink(run / "last") < "checkpoint-000006":
+        assert victim.poll() is None and time.monotonic() < deadline, "run ended before it could be killed"
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = int(os.readlink(run / "last").split("-")[1])
+    assert killed_at < steps
+    assert ptp.PTPModel.from_pretrained(run / "last") is not None  # the last checkpoint loads
+    resumed = subprocess.run(ptp_cmd("train", *common, f"train.out_dir={run}", "--resume"), env=ENV,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr
+    assert ref.wait(timeout=300) == 0
+    got, want = read_csv(run / "metrics.csv"), read_csv(root / "ref" / "metrics.csv")
+    assert [int(r["step"]) for r in got] == list(range(1, steps + 1))  # no step lost or repeated
+    for a, b in zip(got, want, strict=True):  # the same batches, u's and optimizer state: the same curve
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-5, abs=1e-6)
+    assert os.readlink(run / "last") == f"checkpoint-{steps:06d}"
+    ptp.PTPModel.from_pretrained(run / "best")
+
+
+def test_two_processes_agree_with_one(setup):
+    """Rows are split over processes and the loss is normalised globally: same losses, same validation."""
+    root, cfg = setup
+    single = root / "basic"
+    if not (single / "eval.csv").is_file():
+        pytest.skip("needs the run of test_train_writes_loadable_checkpoints_with_histogram")
+    launcher = Path(sys.executable).parent / "accelerate"
+    double = subprocess.run([str(launcher), "launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ptp.cli", "--threads", "1",
+                             "train", "--config", str(cfg), "train.max_steps=3", f"train.out_dir={root / 'two'}"],
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert double.returncode == 0, double.stderr[-3000:]
+    one, two = read_csv(single / "metrics.csv"), read_csv(root / "two" / "metrics.csv")
+    assert len(one) == len(two) == 3
+    assert float(two[0]["loss"]) == pytest.approx(float(one[0]["loss"]), rel=1e-5)  # the first step
+    for a, b in zip(one, two, strict=True):
+        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-4)
+    e1, e2 = read_csv(single / "eval.csv"), read_csv(root / "two" / "eval.csv")
+    assert float(e2[0]["val_loss"]) == pytest.approx(float(e1[0]["val_loss"]), rel=1e-4)
+    assert float(e2[0]["mean_correct"]) == pytest.approx(float(e1[0]["mean_correct"]), abs=1e-9)
