@@ -21,7 +21,7 @@ DEFAULTS = ServeConfig(model_dir="-")  # only read for the --help defaults
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     p.add_argument("--model", default=None, help="PTP checkpoint directory; default: the bundled model")
-    p.add_argument("--name", default=d.model_name, help="model id clients send; default: the directory name")
+    p.add_argument("--name", default=d.model_name, help="model id clients send ('' = the checkpoint directory's name)")
     p.add_argument("--host", default=d.host, help="interface to listen on (0.0.0.0 exposes the server)")
     p.add_argument("--port", type=int, default=d.port, help="TCP port (0 = any free port)")
     p.add_argument("--method", default=d.method, choices=METHODS, help="decoding method (same text for all)")

@@ -60,7 +60,7 @@ class Metrics:
         self.generated_tokens = 0
         self.calls = 0
         self.teacher_calls = 0
-        self.cancelled = 0  # generations stopped because their client went away
+        self.cancelled = 0  # requests whose client went away before the end (their generation is cancelled)
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -101,7 +101,7 @@ class Metrics:
                 ("ptp_teacher_calls_total", "counter", "calls that verified tokens (MAT's denominator)",
                  self.teacher_calls),
                 ("ptp_mean_accepted_tokens_per_call", "gauge", "MAT over all generations so far", mat),
-                ("ptp_cancelled_generations_total", "counter", "generations stopped by a client disconnect",
+                ("ptp_cancelled_generations_total", "counter", "requests whose client left before the end",
                  self.cancelled),
                 ("ptp_queue_depth", "gauge", "requests waiting for the model worker", queue_depth),
                 ("ptp_worker_busy", "gauge", "1 while the model worker is generating", int(busy)),

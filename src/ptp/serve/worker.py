@@ -84,12 +84,16 @@ class ModelWorker:
         self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._serve_forever, name="ptp-model-worker", daemon=True)
         self.busy = False  # True while a generation runs (read by /metrics)
+        self._running: Job | None = None  # the job being generated, cancelled by stop()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        """Cancel every queued job, let the running one stop at its next chunk, and join the thread."""
+        """Cancel every queued job and the running one (it stops at its next chunk); join the thread."""
+        running = self._running
+        if running is not None:
+            running.cancel()
         while True:
             try:
                 job = self._jobs.get_nowait()
@@ -118,11 +122,11 @@ class ModelWorker:
             if job.cancelled:
                 job.emit(Finished(cancelled=True))
                 continue
-            self.busy = True
+            self.busy, self._running = True, job
             try:
                 job.emit(self._generate(job))
             finally:
-                self.busy = False
+                self.busy, self._running = False, None
 
     def _generate(self, job: Job) -> Finished | Failed:
         """Stream one job's chunks; return its last event. Never raises: one request must not stop the rest."""
