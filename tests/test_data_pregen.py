@@ -46,7 +46,7 @@ def test_pregenerate_resume_in_process_and_refusals(tmp_path):
     rows = list(TokenShards(tmp_path / "full").iter_sequences())
     assert [plen for _, plen in rows] == [len(p) for p in PROMPTS for _ in range(2)]
     assert all(tokens[:plen] == PROMPTS[i // 2] and len(tokens) == plen + 6 for i, (tokens, plen) in enumerate(rows))
-    # a run that stopped after its first shard continues and ends up identical
+    # a directory written with other arguments is refused and left untouched
     pregenerate(teacher, PROMPTS[:2], cfg, tmp_path / "part")
     manifest_path = tmp_path / "part" / "manifest.json"
     with pytest.raises(ValueError, match="differs"):
@@ -57,6 +57,8 @@ def test_pregenerate_resume_in_process_and_refusals(tmp_path):
     assert pregenerate(teacher, PROMPTS, cfg, tmp_path / "full") == full  # complete: nothing to do
     with pytest.raises(ValueError, match="empty"):
         pregenerate(teacher, [[1], []], cfg, tmp_path / "bad")
+    with pytest.raises(ValueError, match="positions"):
+        pregenerate(teacher, [[1] * 251], cfg, tmp_path / "bad")
 
 
 def test_prompts_from_documents(tmp_path):

@@ -139,6 +139,10 @@ def pregenerate(model: PreTrainedModel, prompts: Sequence[Sequence[int]], cfg: P
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("need at least one prompt, and no empty prompts")
+    limit = getattr(model.config, "max_position_embeddings", None)
+    longest = max(len(p) for p in prompts) + cfg.max_new_tokens
+    if limit is not None and longest > limit:
+        raise ValueError(f"longest prompt + max_new_tokens = {longest} exceeds the teacher's {limit} positions")
     extra = {"pregen": cfg.record(), "num_prompts": len(prompts), "prompts_sha256": prompts_digest(prompts),
              **(provenance or {})}
     fields = {"kind": "teacher-samples", "sampling": cfg.sampling, "teacher_fingerprint": fingerprint(model),
