@@ -70,7 +70,11 @@ def read_csv(path: Path) -> list[dict]:
 def test_train_writes_loadable_checkpoints_with_histogram(setup):
     root, cfg = setup
     out = root / "basic"
-    assert cli_main(["train", "--config", str(cfg), f"train.out_dir={out}", "--set", "train.max_steps=3"]) == 0
+    threads = torch.get_num_threads()
+    code = cli_main(["--threads", "1", "train", "--config", str(cfg), f"train.out_dir={out}",
+                     "--set", "train.max_steps=3"])
+    torch.set_num_threads(threads)
+    assert code == 0
     model = ptp.PTPModel.from_pretrained(out / "best")
     assert model.cfg.mode == "o-ptp" and model.cfg.window == 4 and model.cfg.sampling == SAMPLING
     assert len(model.cfg.correct_hist) == 5 and sum(model.cfg.correct_hist) == pytest.approx(1.0)
