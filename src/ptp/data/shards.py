@@ -41,7 +41,12 @@ KINDS = ("teacher-samples", "documents")
 MANIFEST = "manifest.json"
 SHARD_PATTERN = "shard-{:05d}.parquet"
 TMP_SUFFIX = ".tmp"
-DEFAULT_ROWS_PER_SHARD = 8192  # sequences per Parquet file
+DEFAULT_ROWS_PER_SHARD = 1024  # sequences per Parquet file (code documents: ~5 M tokens, ~5 MB)
+# zstd level 9: ~1.06 bytes per token on the code corpus with an 8k vocabulary (snappy: 1.45; level 19
+# saves 5 % more at 7x the write time), so the 57 M-token train split fits the 64 MiB device carry.
+COMPRESSION = "zstd"
+COMPRESSION_LEVEL = 9
+READ_BATCH_ROWS = 256  # rows converted to Python lists at a time while iterating
 # The fields a caller supplies; everything else in the manifest is bookkeeping.
 DESCRIPTIVE_FIELDS = ("kind", "sampling", "teacher_fingerprint", "tokenizer", "extra")
 SCHEMA = pa.schema([("tokens", pa.list_(pa.int32())), ("prompt_len", pa.int32())])
@@ -161,7 +166,7 @@ class ShardWriter:
         table = pa.table({"tokens": pa.array(self._tokens, type=pa.list_(pa.int32())),
                           "prompt_len": pa.array(self._prompt_lens, type=pa.int32())}, schema=SCHEMA)
         tmp = self.directory / (name + TMP_SUFFIX)
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL)
         os.replace(tmp, self.directory / name)
         n_tokens = sum(len(t) for t in self._tokens)
         self.manifest["shards"].append({"file": name, "rows": len(self._tokens), "tokens": n_tokens})
@@ -236,12 +241,10 @@ class TokenShards:
         first = 0  # index of the first sequence of the current shard
         for index, entry in enumerate(self._shards):
             rows = entry["rows"]
-            if first + rows <= start:
-                first += rows
-                continue
-            table = self.read_shard(index)
-            tokens = table.column("tokens").to_pylist()
-            prompt_lens = table.column("prompt_len").to_pylist()
-            for row in range(max(0, start - first), rows):
-                yield tokens[row], prompt_lens[row]
+            if first + rows > start:
+                skip = max(0, start - first)
+                table = self.read_shard(index).slice(skip)
+                for batch in table.to_batches(max_chunksize=READ_BATCH_ROWS):
+                    yield from zip(batch.column("tokens").to_pylist(), batch.column("prompt_len").to_pylist(),
+                                   strict=True)
             first += rows
