@@ -161,6 +161,9 @@ def test_outputs_report_calls_and_timings():
         ([1, 2], {"max_new_tokens": 0}, "max_new_tokens"),
         ([1, 2], {"slot_budget": 0}, "slot_budget"),
         ([1, 2], {"stop_strings": ["x"]}, "tokenizer"),
+        ([1, -5], {}, "outside the vocabulary"),
+        ([1, 48], {}, "outside the vocabulary"),
+        (torch.tensor([1.0, 2.0]), {}, "integer token ids"),
     ],
 )
 def test_bad_requests_raise_clear_errors(prompt, kwargs, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel
@@ -45,3 +46,12 @@ def mismatch_message(recorded: dict, actual: dict) -> str | None:
         f"{k}: recorded {recorded.get(k)!r}, got {actual.get(k)!r}" for k in actual if recorded.get(k) != actual[k]
     ]
     return "; ".join(diffs) or None
+
+
+def tokenizer_dir(model_dir: str | Path) -> str:
+    """Tokenizer files sit next to a checkpoint, or in its teacher/ or tokenizer/ folder."""
+    root = Path(model_dir)
+    for candidate in (root, root / "teacher", root / "tokenizer"):
+        if (candidate / "tokenizer.json").is_file() or (candidate / "tokenizer_config.json").is_file():
+            return str(candidate)
+    raise ValueError(f"no tokenizer found in {root} (looked for tokenizer.json in it, teacher/, tokenizer/)")

@@ -40,19 +40,35 @@ class LoraConfig:
 
 
 class SlotGate:
-    """Which rows of the current forward call are u-slots: a bool mask [B, S] or None (no slots)."""
+    """Which rows of the current forward call are u-slots, found once per call for every layer.
+
+    ``rows`` is None (no slots), a slice of the sequence axis (the slots form one contiguous run in
+    every row, as in decoding calls and window passes) or an index tuple (anything else).
+    """
 
     def __init__(self) -> None:
-        self.mask: torch.Tensor | None = None
+        self.rows: slice | tuple[torch.Tensor, torch.Tensor] | None = None
 
     @contextmanager
     def open(self, mask: torch.Tensor | None) -> Iterator[None]:
-        """Activate the adapters at ``mask`` rows for the calls made inside the block."""
-        previous, self.mask = self.mask, mask if mask is not None and bool(mask.any()) else None
+        """Activate the adapters at the True rows of ``mask`` [B, S] for the calls inside the block."""
+        previous, self.rows = self.rows, _slot_rows(mask)
         try:
             yield
         finally:
-            self.mask = previous
+            self.rows = previous
+
+
+def _slot_rows(mask: torch.Tensor | None) -> slice | tuple[torch.Tensor, torch.Tensor] | None:
+    if mask is None:
+        return None
+    columns = mask.any(0).nonzero()[:, 0]  # [n] sequence positions holding a slot in some row
+    if columns.numel() == 0:
+        return None
+    start, stop = int(columns[0]), int(columns[-1]) + 1
+    if stop - start == columns.numel() and bool(mask[:, start:stop].all()):
+        return slice(start, stop)
+    return mask.nonzero(as_tuple=True)
 
 
 def _io_features(layer: nn.Module) -> tuple[int, int]:
@@ -113,11 +129,14 @@ class GatedLora(nn.Module):
     @staticmethod
     def _make_hook(adapter: LoraPair, gate: SlotGate):
         def hook(_module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-            mask = gate.mask  # [B, S] or None
-            if mask is None:
+            rows, x = gate.rows, args[0]  # x: [B, S, in], out: [B, S, out]
+            if rows is None:
                 return out
-            x = args[0]  # [B, S, in]
-            rows = mask.nonzero(as_tuple=True)
+            if isinstance(rows, slice):
+                if rows.start == 0 and rows.stop == out.shape[1]:
+                    return out + adapter(x)
+                out[:, rows] = out[:, rows] + adapter(x[:, rows])  # out is this layer's fresh output
+                return out
             return out.index_put(rows, out[rows] + adapter(x[rows]))
 
         return hook

@@ -189,9 +189,23 @@ class PTPModel(nn.Module):
     def device(self) -> torch.device:
         return self.u_embed.proj.weight.device
 
+    @property
+    def max_positions(self) -> int:
+        """The teacher's context length in tokens."""
+        config = self.teacher.config
+        for name in ("max_position_embeddings", "n_positions"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        raise ValueError(f"cannot tell the context length of {type(self.teacher).__name__}")
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.teacher.get_input_embeddings().weight.shape[0])
+
     def embed(self, tokens: torch.Tensor, u: torch.Tensor, is_slot: torch.Tensor) -> torch.Tensor:
         """Input vectors [B, S, H]: token embeddings, replaced by u-embeddings where is_slot."""
-        token_vecs = self.teacher.get_input_embeddings()(tokens.clamp(min=0))  # [B, S, H]
+        token_vecs = self.teacher.get_input_embeddings()(tokens)  # [B, S, H]
         if not bool(is_slot.any()):
             return token_vecs
         if self.cfg.mode == "mtp":

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from ptp.checkpoint import tokenizer_dir
 from ptp.sampling import SamplingConfig
+
+__all__ = ["Formatter", "add_sampling_args", "sampling_from_args", "tokenizer_dir"]
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -29,12 +31,3 @@ def sampling_from_args(args: argparse.Namespace, fallback: SamplingConfig) -> Sa
         top_k=fallback.top_k if args.top_k is None else args.top_k,
         top_p=fallback.top_p if args.top_p is None else args.top_p,
     )
-
-
-def tokenizer_dir(model_dir: str | Path) -> str:
-    """Tokenizer files sit next to the checkpoint, or in its teacher/ or tokenizer/ folder."""
-    root = Path(model_dir)
-    for candidate in (root, root / "teacher", root / "tokenizer"):
-        if (candidate / "tokenizer.json").is_file() or (candidate / "tokenizer_config.json").is_file():
-            return str(candidate)
-    raise ValueError(f"no tokenizer found in {root} (looked for tokenizer.json in it, teacher/, tokenizer/)")

@@ -120,15 +120,6 @@ def _prefill(model: PTPModel, cache: DynamicCache, prompt: list[int]) -> None:
     model(tokens, torch.zeros(tokens.shape), no_slots, positions, cache=cache, logits_to_keep=1)
 
 
-def _max_positions(model: PTPModel) -> int:
-    config = model.teacher.config
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    raise ValueError(f"cannot tell the context length of {type(model.teacher).__name__}")
-
-
 def _eos_ids(model: PTPModel, eos_token_id: int | list[int] | None) -> list[int]:
     if eos_token_id is None:
         eos_token_id = getattr(model.teacher.generation_config, "eos_token_id", None)
@@ -139,7 +130,7 @@ def _eos_ids(model: PTPModel, eos_token_id: int | list[int] | None) -> list[int]
     return [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
 
 
-def _prompt_list(input_ids: torch.Tensor | list[int], max_positions: int) -> list[int]:
+def _prompt_list(input_ids: torch.Tensor | list[int], max_positions: int, vocab_size: int) -> list[int]:
     ids = torch.as_tensor(input_ids)
     if ids.dim() == 2 and ids.shape[0] == 1:
         ids = ids[0]
@@ -149,6 +140,11 @@ def _prompt_list(input_ids: torch.Tensor | list[int], max_positions: int) -> lis
         raise ValueError("the prompt is empty: give at least one token (e.g. the BOS token)")
     if ids.numel() > max_positions:
         raise ValueError(f"the prompt has {ids.numel()} tokens; the model's context holds {max_positions}")
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must be integer token ids, got dtype {ids.dtype}")
+    bad = ids[(ids < 0) | (ids >= vocab_size)]
+    if bad.numel():
+        raise ValueError(f"token id {int(bad[0])} is outside the vocabulary [0, {vocab_size})")
     return [int(t) for t in ids]
 
 
@@ -166,8 +162,8 @@ def decode(
 
     The first chunk is the prefill (no tokens). Bad input raises here, before any work.
     """
-    max_positions = _max_positions(model)
-    prompt = _prompt_list(input_ids, max_positions)
+    max_positions = model.max_positions
+    prompt = _prompt_list(input_ids, max_positions, model.vocab_size)
     stops = StopChecker(
         cfg.max_new_tokens, _eos_ids(model, eos_token_id), cfg.stop_strings, tokenizer,
         max_total=max_positions - len(prompt) + 1,

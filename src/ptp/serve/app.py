@@ -49,20 +49,17 @@ def load_model(model_dir: str):
     """The PTP model (eval mode) and its tokenizer from a checkpoint directory."""
     from transformers import AutoTokenizer
 
-    from ptp.cli.common import tokenizer_dir
+    from ptp.checkpoint import tokenizer_dir
 
     model = PTPModel.from_pretrained(model_dir).eval()
     return model, AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
 
 
 def model_info(config: ServeConfig, model: PTPModel, tokenizer) -> ModelInfo:
-    teacher_cfg = model.teacher.config
-    context = getattr(teacher_cfg, "max_position_embeddings", None) or getattr(teacher_cfg, "n_positions", None)
-    if not isinstance(context, int) or context < 1:
-        raise ValueError(f"cannot tell the context length of {type(model.teacher).__name__}")
+    context = model.max_positions
     return ModelInfo(
         name=config.model_name or Path(config.model_dir).resolve().name,
-        vocab_size=model.teacher.get_input_embeddings().num_embeddings,
+        vocab_size=model.vocab_size,
         context_length=context,
         sampling=model.cfg.sampling,
         has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
