@@ -81,3 +81,11 @@ def test_finite_packing_stops_at_the_end(tmp_path):
     batch, _ = pack(SequenceSource(shards, False, 0), DataPosition(), PackingConfig(seq_len=16, rows=8),
                     epochs=False)
     assert batch.tokens.shape == (3, 16)
+
+
+def test_validation_packing_takes_one_piece_per_sequence(tmp_path):
+    shards = write_shards(tmp_path / "d", [40, 5, 40, 6])
+    batch, _ = pack(SequenceSource(shards, False, 0), DataPosition(), PackingConfig(seq_len=16, rows=8),
+                    epochs=False, first_only=True)
+    firsts = sorted(int(batch.tokens[r, 0]) for r in range(batch.tokens.shape[0]))
+    assert batch.num_tokens == 16 + 5 + 16 + 6 and firsts[:2] == [0, 1000]

@@ -52,7 +52,7 @@ class DataConfig:
     train: str = ""  # token-shard directory (ptp.data.shards)
     val: str | None = None  # held-out shard directory; None: hold out the last val_holdout train sequences
     val_holdout: int = 64  # sequences held out of train when val is None
-    val_rows: int = 16  # packed rows of the fixed validation set (its first sequences, in storage order)
+    val_rows: int = 16  # packed rows of the fixed validation set (first pieces of a seeded sample of sequences)
     tokenizer: str | None = None  # tokenizer directory; None: the shard manifest's
 
     def __post_init__(self) -> None:
@@ -155,18 +155,20 @@ class SequenceSource:
 
 
 def pieces(source: SequenceSource, position: DataPosition, seq_len: int,
-           epochs: bool = True) -> Iterator[tuple[list[int], int, DataPosition]]:
+           epochs: bool = True, first_only: bool = False) -> Iterator[tuple[list[int], int, DataPosition]]:
     """(piece tokens, piece prompt_len, position of this piece) from ``position`` on.
 
-    Sequences longer than seq_len are cut into seq_len chunks. Pieces without a target are skipped.
-    With ``epochs`` the stream restarts at the next epoch when it runs out; otherwise it ends.
+    Sequences longer than seq_len are cut into seq_len chunks (only the first one with ``first_only``).
+    Pieces without a target are skipped. With ``epochs`` the stream restarts at the next epoch when it
+    runs out; otherwise it ends.
     """
     epoch, start, offset = position.epoch, position.sequence, position.offset
     while True:
         produced = False
         for index, tokens, prompt_len in source.iterate(epoch, start):
             cut = offset if index == start else 0
-            for begin in range(cut, len(tokens), seq_len):
+            stop = min(len(tokens), cut + 1) if first_only else len(tokens)
+            for begin in range(cut, stop, seq_len):
                 chunk = tokens[begin : begin + seq_len]
                 chunk_prompt = max(0, prompt_len - begin)
                 if len(chunk) >= MIN_PIECE and chunk_prompt < len(chunk):
@@ -179,8 +181,8 @@ def pieces(source: SequenceSource, position: DataPosition, seq_len: int,
         epoch, start, offset = epoch + 1, 0, 0
 
 
-def pack(source: SequenceSource, position: DataPosition, cfg: PackingConfig,
-         n_rows: int | None = None, epochs: bool = True) -> tuple[PackedBatch, DataPosition]:
+def pack(source: SequenceSource, position: DataPosition, cfg: PackingConfig, n_rows: int | None = None,
+         epochs: bool = True, first_only: bool = False) -> tuple[PackedBatch, DataPosition]:
     """Pack ``n_rows`` rows (default cfg.rows) from ``position``; returns them and the next position.
 
     A piece that does not fit the rest of a row starts the next row (no document is split across
@@ -193,7 +195,7 @@ def pack(source: SequenceSource, position: DataPosition, cfg: PackingConfig,
     current: list[tuple[list[int], int]] = []
     used = 0
     following = None  # position of the first piece not packed
-    for chunk, prompt_len, where in pieces(source, position, s, epochs):
+    for chunk, prompt_len, where in pieces(source, position, s, epochs, first_only):
         if used + len(chunk) > s:
             rows.append(current)
             current, used = [], 0

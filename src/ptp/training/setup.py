@@ -21,6 +21,8 @@ from ptp.training.objectives import model_mode
 from ptp.training.packing import DataConfig, DataPosition, PackedBatch, PackingConfig, SequenceSource, pack
 from ptp.training.pretrain import PretrainTask, TeacherConfig, build_teacher
 
+VAL_SEED = 12345  # fixes which held-out sequences form the validation rows
+
 
 @dataclass(frozen=True)
 class DrafterConfig:
@@ -45,19 +47,20 @@ class DataSources:
 
 
 def open_data(cfg: DataConfig, packing: PackingConfig) -> DataSources:
-    """Training source (shuffled) and fixed validation batches (storage order, at most packing.rows rows each)."""
+    """Training source (shuffled) and fixed validation batches (at most packing.rows rows each)."""
     train_shards = TokenShards(cfg.train)
     if cfg.val:
         train = SequenceSource(train_shards, packing.shuffle, packing.seed)
-        val = SequenceSource(TokenShards(cfg.val), shuffle=False, seed=0)
+        val = SequenceSource(TokenShards(cfg.val), shuffle=True, seed=VAL_SEED)
     else:
         n = len(train_shards)
         if cfg.val_holdout < 1 or cfg.val_holdout >= n:
             raise ValueError(f"data.val_holdout must be in [1, {n - 1}] when data.val is not set, "
                              f"got {cfg.val_holdout}")
         train = SequenceSource(train_shards, packing.shuffle, packing.seed, keep=(0, n - cfg.val_holdout))
-        val = SequenceSource(train_shards, shuffle=False, seed=0, keep=(n - cfg.val_holdout, n))
-    rows, _ = pack(val, DataPosition(), packing, n_rows=cfg.val_rows, epochs=False)
+        val = SequenceSource(train_shards, shuffle=True, seed=VAL_SEED, keep=(n - cfg.val_holdout, n))
+    # A fixed sample of many held-out sequences (the first piece of each), not chunks of one long one.
+    rows, _ = pack(val, DataPosition(), packing, n_rows=cfg.val_rows, epochs=False, first_only=True)
     batches = [rows.rows(i, i + packing.rows) for i in range(0, rows.tokens.shape[0], packing.rows)]
     return DataSources(train, batches, train_shards.manifest)
 
