@@ -46,14 +46,17 @@ class PTPConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # the drafter was distilled at it
     window: int = 16  # u-slots per training window; the longest draft a group may propose
     correct_hist: tuple[float, ...] = ()  # validation histogram of leading-correct counts (PQD uses it)
+    slot_budget: int = 16  # default PQD u-slots per call (``ptp tune`` measures the best for a machine)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.embedding not in FEATURE_MAPS:
             raise ValueError(f"embedding must be one of {sorted(FEATURE_MAPS)}, got {self.embedding!r}")
-        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
-            raise ValueError(f"window must be an integer >= 1, got {self.window!r}")
+        for name in ("window", "slot_budget"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
     @property
     def slot_sees_own_u(self) -> bool:
@@ -68,6 +71,7 @@ class PTPConfig:
             "sampling": self.sampling.to_dict(),
             "window": self.window,
             "correct_hist": list(self.correct_hist),
+            "slot_budget": self.slot_budget,
         }
 
     @classmethod
@@ -79,6 +83,7 @@ class PTPConfig:
             sampling=SamplingConfig.from_dict(data["sampling"]),
             window=data["window"],
             correct_hist=tuple(float(x) for x in data.get("correct_hist", ())),
+            slot_budget=int(data.get("slot_budget", 16)),
         )
 
 

@@ -44,7 +44,7 @@ def plain_teacher(model: PTPModel) -> PreTrainedModel:
 class PTPMethod:
     """``ptp.generate`` with a fixed method and slot budget."""
 
-    def __init__(self, model: PTPModel, method: str, slot_budget: int, eos_ids: list[int]) -> None:
+    def __init__(self, model: PTPModel, method: str, slot_budget: int | None, eos_ids: list[int]) -> None:
         self.model, self.method, self.slot_budget, self.eos_ids = model, method, slot_budget, eos_ids
 
     def run(self, prompt: list[int], max_new_tokens: int, sampling: SamplingConfig, seed: int) -> Run:

@@ -31,7 +31,7 @@ class BenchConfig:
     samplings: tuple[SamplingConfig, ...] = (SamplingConfig(temperature=0),
                                              SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
     max_new_tokens: int = 128
-    slot_budget: int = 16  # pqd / mtp u-slots per call
+    slot_budget: int | None = None  # pqd / mtp u-slots per call; None: each model's tuned budget
     seed: int = 0  # u-stream seed of prompt i is seed + i
     warmup: int = 1  # prompts run once, untimed, before measuring
     mtp_model_dir: str | None = None  # the independent-prediction control checkpoint (mode mtp)

@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampling", type=parse_sampling, action="append", default=None,
                    help="'greedy' or 'T,K,P'; repeatable (default: greedy and 0.7,50,0.95)")
     p.add_argument("--num-prompts", type=int, default=20, help="use the first N prompts")
-    p.add_argument("--slot-budget", type=int, default=16, help="pqd/mtp u-slots per call")
+    p.add_argument("--slot-budget", type=int, default=None, help="pqd/mtp u-slots per call (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mtp-model", default=None, help="checkpoint of the independent-prediction control")
     p.add_argument("--draft-model", default=None, help="small HF causal LM for sps (same tokenizer)")

@@ -60,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
     sampling = sampling_from_args(args, model.cfg.sampling)
     ids = tokenizer(item["prompt"]).input_ids
-    budget = args.slot_budget or model.cfg.window
-    options = dict(slot_budget=budget, eos_token_id=tokenizer.eos_token_id)
+    options = dict(slot_budget=args.slot_budget, eos_token_id=tokenizer.eos_token_id)
     ptp.generate(model, ids, 8, sampling, seed, "pqd", **options)  # warm-up (first-call overheads)
 
     console.rule(f"[bold]prompt {item.get('id', '')}[/] (held out), seed {seed}, {_describe(sampling)}")

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="pqd", choices=["ar", "draft-verify", "pqd"])
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--slot-budget", type=int, default=16, help="pqd: u-slots per call")
+    p.add_argument("--slot-budget", type=int, default=None, help="pqd: u-slots per call (default: the model's)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--json", action="store_true", help="print a JSON record instead of text")
     add_sampling_args(p)

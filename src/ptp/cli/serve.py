@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=d.host, help="interface to listen on (0.0.0.0 exposes the server)")
     p.add_argument("--port", type=int, default=d.port, help="TCP port (0 = any free port)")
     p.add_argument("--method", default=d.method, choices=METHODS, help="decoding method (same text for all)")
-    p.add_argument("--slot-budget", type=int, default=d.slot_budget, help="pqd: u-slots per call")
+    p.add_argument("--slot-budget", type=int, default=d.slot_budget,
+                   help="pqd: u-slots per call (default: the model's tuned budget)")
     p.add_argument("--queue-size", type=int, default=d.queue_size, help="waiting requests before 429")
     p.add_argument("--max-tokens-limit", type=int, default=d.max_tokens_limit, help="largest max_tokens allowed")
     p.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens,

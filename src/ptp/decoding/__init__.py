@@ -35,7 +35,7 @@ def generate_stream(
     seed: int = 0,
     method: str = "pqd",
     *,
-    slot_budget: int = 16,
+    slot_budget: int | None = None,
     max_group_slots: int = 0,
     draft_len: int = 0,
     stop_strings: Sequence[str] = (),
@@ -45,13 +45,13 @@ def generate_stream(
 ) -> Iterator[Chunk]:
     """Yield each call's verified tokens as soon as they are verified (first chunk: the prefill).
 
-    ``sampling`` defaults to the SamplingConfig the model was distilled at. Same arguments as
-    ``generate``.
+    ``sampling`` defaults to the SamplingConfig the model was distilled at and ``slot_budget`` to the
+    model's tuned budget. Same arguments as ``generate``.
     """
     cfg = DecodeConfig(
         method=method,
         max_new_tokens=max_new_tokens,
-        slot_budget=slot_budget,
+        slot_budget=model.cfg.slot_budget if slot_budget is None else slot_budget,
         max_group_slots=max_group_slots,
         draft_len=draft_len,
         stop_strings=tuple(stop_strings),
@@ -68,7 +68,7 @@ def generate(
     seed: int = 0,
     method: str = "pqd",
     *,
-    slot_budget: int = 16,
+    slot_budget: int | None = None,
     max_group_slots: int = 0,
     draft_len: int = 0,
     stop_strings: Sequence[str] = (),
@@ -78,7 +78,8 @@ def generate(
 ) -> GenerateOutput:
     """Generate new tokens; for one seed every method returns exactly the tokens of ``ar``.
 
-    slot_budget, max_group_slots, draft_len: see DecodeConfig. stop_strings need the tokenizer.
+    slot_budget (None: the model's), max_group_slots, draft_len: see DecodeConfig. stop_strings need
+    the tokenizer.
     eos_token_id defaults to the teacher's; drafter to the model's own (PTPDrafter).
     """
     stream = generate_stream(

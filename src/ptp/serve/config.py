@@ -18,7 +18,7 @@ class ServeConfig:
     host: str = "127.0.0.1"  # loopback by default: exposing the server is an explicit choice
     port: int = 8000  # TCP port; 0 = any free port
     method: str = "pqd"  # decoding method, one of ptp.decoding.METHODS (all give the same text)
-    slot_budget: int = 16  # pqd: u-slots per call, split over the hypothesis groups
+    slot_budget: int | None = None  # pqd: u-slots per call; None: the model's tuned budget
     queue_size: int = 64  # requests that may wait for the model worker; one more gets 429
     max_tokens_limit: int = 1024  # the largest max_tokens a request may ask for
     default_max_tokens: int = 16  # max_tokens when a request gives none (OpenAI's completions default)
@@ -33,7 +33,9 @@ class ServeConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= MAX_PORT:
             raise ValueError(f"port must be an integer in [0, {MAX_PORT}], got {self.port!r}")
-        for name in ("slot_budget", "queue_size", "max_tokens_limit", "default_max_tokens", "max_body_bytes"):
+        if self.slot_budget is not None:
+            _check_int("slot_budget", self.slot_budget, minimum=1)
+        for name in ("queue_size", "max_tokens_limit", "default_max_tokens", "max_body_bytes"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("max_prompt_tokens", self.max_prompt_tokens, minimum=0)
         if self.default_max_tokens > self.max_tokens_limit:

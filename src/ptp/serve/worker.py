@@ -74,7 +74,7 @@ class ModelWorker:
     """A thread that runs queued jobs one at a time with ``ptp.generate_stream``."""
 
     def __init__(
-        self, model: PTPModel, tokenizer, method: str, slot_budget: int, queue_size: int, metrics: Metrics
+        self, model: PTPModel, tokenizer, method: str, slot_budget: int | None, queue_size: int, metrics: Metrics
     ) -> None:
         self.model = model
         self.metrics = metrics  # counts every generated token and call, cancelled generations included
