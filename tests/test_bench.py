@@ -54,3 +54,14 @@ def test_bench_rejects_bad_input(bench_dir, capsys):
     assert "expected a JSON object with 'id'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*args, "--sampling", "hot"])
+
+
+def test_tune_measures_budgets_and_writes_the_best(bench_dir, capsys):
+    model = bench_dir / "model"
+    code = main(["tune", "--model", str(model), "--num-prompts", "1", "--budgets", "2", "4",
+                 "--max-new-tokens", "8", "--write"])
+    out = capsys.readouterr().out
+    assert code == 0 and "<- best" in out
+    best = json.loads((model / "ptp_config.json").read_text())["ptp"]["slot_budget"]
+    assert best in (2, 4)
+    assert ptp.PTPModel.from_pretrained(model).cfg.slot_budget == best

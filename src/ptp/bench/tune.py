@@ -1,0 +1,60 @@
+"""Pick the PQD slot budget for this machine by measuring it.
+
+On a GPU a call over 64 query tokens costs about as much as one over 1; on a 2-core CPU it does not,
+so more slots can lose time even when they win tokens. ``tune_slot_budget`` runs PQD at each
+candidate budget on a few prompts (interleaved, same seeds) and keeps the fastest in tokens/s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import ptp
+from ptp.model import PTPModel
+from ptp.sampling import SamplingConfig
+
+DEFAULT_CANDIDATES = (2, 4, 6, 8, 12, 16, 24, 32)
+
+
+@dataclass(frozen=True)
+class BudgetTrial:
+    budget: int
+    tokens: int
+    seconds: float
+    mat: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def tune_slot_budget(
+    model: PTPModel,
+    prompts: Sequence[list[int]],
+    sampling: SamplingConfig,
+    candidates: Sequence[int] = DEFAULT_CANDIDATES,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+    eos_ids: list[int] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[int, list[BudgetTrial]]:
+    """The fastest budget and every trial; prompts run interleaved over budgets to share the noise."""
+    if not prompts or not candidates:
+        raise ValueError("tuning needs at least one prompt and one candidate budget")
+    totals = {b: [0, 0.0, 0] for b in candidates}  # tokens, seconds, teacher calls
+    ptp.generate(model, prompts[0], 8, sampling, seed, "pqd", slot_budget=candidates[0], eos_token_id=eos_ids)
+    for i, prompt in enumerate(prompts):
+        for budget in candidates:
+            start = time.perf_counter()
+            out = ptp.generate(model, prompt, max_new_tokens, sampling, seed + i, "pqd", slot_budget=budget,
+                               eos_token_id=eos_ids)
+            totals[budget][0] += len(out.tokens)
+            totals[budget][1] += time.perf_counter() - start
+            totals[budget][2] += out.teacher_calls
+        if progress:
+            progress(f"prompt {i + 1}/{len(prompts)}")
+    trials = [BudgetTrial(b, t, s, t / max(c, 1)) for b, (t, s, c) in totals.items()]
+    best = max(trials, key=lambda trial: trial.tokens_per_second)
+    return best.budget, trials

@@ -1,0 +1,56 @@
+"""Measure the PQD slot budget that is fastest on this machine and (with --write) store it in the checkpoint.
+
+Runs PQD at each candidate budget on a few held-out prompts and reports tokens/s and MAT per budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ptp.cli.common import add_sampling_args, sampling_from_args, tokenizer_dir
+
+NAME = "tune"
+HELP = "measure the fastest PQD slot budget for this machine"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ptp.bench.tune import DEFAULT_CANDIDATES
+
+    p.add_argument("--model", default=None, help="PTP checkpoint directory (default: the bundled model)")
+    p.add_argument("--prompts", default=None, help="JSONL of {id, prompt} (default: the model's prompts.jsonl)")
+    p.add_argument("--num-prompts", type=int, default=4)
+    p.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_CANDIDATES))
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--write", action="store_true", help="store the best budget in the checkpoint's ptp_config.json")
+    add_sampling_args(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    import ptp
+    from ptp.bench.tune import tune_slot_budget
+    from ptp.bundled import default_model_dir
+    from ptp.cli.bench import load_prompts
+    from ptp.model import CONFIG_NAME
+
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    model = ptp.PTPModel.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
+    prompts = load_prompts(args.prompts or str(model_dir / "prompts.jsonl"), tokenizer, args.num_prompts)
+    sampling = sampling_from_args(args, model.cfg.sampling)
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else None
+    best, trials = tune_slot_budget(model, [ids for _, ids in prompts], sampling, args.budgets,
+                                    args.max_new_tokens, eos_ids=eos)
+    print(f"{'budget':>6} {'tok/s':>8} {'MAT':>6}")
+    for t in trials:
+        print(f"{t.budget:>6} {t.tokens_per_second:>8.1f} {t.mat:>6.2f}" + ("  <- best" if t.budget == best else ""))
+    if args.write:
+        path = model_dir / CONFIG_NAME
+        meta = json.loads(path.read_text())
+        meta["ptp"]["slot_budget"] = best
+        path.write_text(json.dumps(meta, indent=2) + "\n")
+        print(f"wrote slot_budget={best} to {path}")
+    return 0
