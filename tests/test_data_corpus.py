@@ -153,3 +153,18 @@ def test_tokenizer_and_document_shards(fake_trees):
     for (tokens, prompt_len), text in zip(rows, texts, strict=True):
         assert prompt_len == 0 and tokens[0] == tok.bos_token_id and tokens[-1] == tok.eos_token_id
         assert tok.decode(tokens, skip_special_tokens=True) == text
+
+
+def test_document_shards_are_shuffled_deterministically(tmp_path):
+    """Ordered sources (the corpus is sorted by package) must not reach training in that order."""
+    from ptp.data.tokenizer import build_bpe
+
+    texts = [f"def f{i}(x):\n    return x + {i}\n" for i in range(40)]
+    tok = build_bpe(texts, TokenizerConfig(vocab_size=300, min_frequency=1))
+    orders = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        tokenize_documents(texts, tok, tmp_path / name, rows_per_shard=8, shuffle_seed=seed)
+        rows = TokenShards(tmp_path / name).iter_sequences()
+        orders.append([tok.decode(t, skip_special_tokens=True) for t, _ in rows])
+    assert orders[0] == orders[1] != orders[2]
+    assert sorted(orders[0]) == sorted(texts) and orders[0] != texts

@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_sampling_args(p, DEFAULT_SAMPLING)
     add_document_args(p)
     p.add_argument("--rows-per-shard", type=int, default=DEFAULT_ROWS_PER_SHARD, help="documents per shard")
+    p.add_argument("--no-shuffle", action="store_true",
+                   help="documents: keep the source order (default: shuffle in memory, seeded by --seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -71,11 +73,13 @@ def _run_documents(args: argparse.Namespace, tokenizer) -> int:
     from ptp.data.documents import detect_format, iter_documents, tokenize_documents
 
     fmt = detect_format(args.documents) if args.format == "auto" else args.format
-    extra = {"source": str(Path(args.documents).resolve()), "format": fmt, "split": args.split}
+    shuffle_seed = None if args.no_shuffle else args.seed
+    extra = {"source": str(Path(args.documents).resolve()), "format": fmt, "split": args.split,
+             "shuffle_seed": shuffle_seed}
     with tqdm(desc="documents", unit=" docs", file=sys.stderr, disable=args.quiet) as bar:
         manifest = tokenize_documents(iter_documents(document_source(args.documents, args)), tokenizer, args.out,
                                       tokenizer_name=str(Path(args.tokenizer).resolve()), extra=extra,
-                                      rows_per_shard=args.rows_per_shard,
+                                      rows_per_shard=args.rows_per_shard, shuffle_seed=shuffle_seed,
                                       on_batch=lambda docs, tokens: bar.update(docs))
     counts = manifest["counts"]
     print(f"{counts['sequences']} documents, {counts['tokens']} tokens written to {args.out}")

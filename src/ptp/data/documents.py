@@ -16,6 +16,7 @@ its tokens (with the tokenizer's own special tokens, e.g. a leading BOS) followe
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -136,17 +137,24 @@ def iter_hf_disk(path: str | Path, field: str = "text", split: str = "train") ->
 def tokenize_documents(documents: Iterable[str], tokenizer, out_dir: str | Path, *,
                        tokenizer_name: str | None = None, extra: dict | None = None,
                        rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
+                       shuffle_seed: int | None = 0,
                        on_batch: Callable[[int, int], None] | None = None) -> dict:
     """Write ``documents`` as token shards of kind "documents" (tokens + EOS per document).
 
     ``tokenizer`` is a Hugging Face tokenizer with an EOS token. Empty documents are skipped.
-    ``on_batch(documents, tokens)`` is called after each tokenised batch. Returns the manifest.
+    Documents are shuffled (in memory) with ``shuffle_seed`` unless it is None: sources such as the
+    code corpus come ordered by package, and training reads one shard at a time, so unshuffled shards
+    would show a short run a single package. ``on_batch(documents, tokens)`` is called after each
+    tokenised batch. Returns the manifest.
     """
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no EOS token; documents need one as a separator")
     fields = {"kind": "documents", "tokenizer": tokenizer_name or getattr(tokenizer, "name_or_path", None),
               "extra": extra or {}}
+    if shuffle_seed is not None:
+        documents = list(documents)
+        random.Random(shuffle_seed).shuffle(documents)
     docs = iter(documents)
     with ShardWriter(out_dir, fields, rows_per_shard) as writer:
         while raw := list(islice(docs, TOKENIZE_BATCH)):
