@@ -145,7 +145,7 @@ def test_tokenizer_and_document_shards(fake_trees):
     assert ids[0] == tok.bos_token_id and tok.decode(ids, skip_special_tokens=True) == sample
     seen = []
     manifest = tokenize_documents([*texts, ""], tok, fake_trees / "shards", tokenizer_name=str(tok_dir),
-                                  rows_per_shard=4, on_batch=lambda d, t: seen.append((d, t)))
+                                  rows_per_shard=4, shuffle_seed=None, on_batch=lambda d, t: seen.append((d, t)))
     shards = TokenShards(fake_trees / "shards")
     rows = list(shards.iter_sequences())
     assert manifest["kind"] == "documents" and len(rows) == len(texts)
