@@ -49,9 +49,9 @@ def test_bench_rejects_bad_input(bench_dir, capsys):
     assert main([*args, "--methods", "mtp"]) == 2
     assert "needs --mtp-model" in capsys.readouterr().err
     bad = bench_dir / "bad.jsonl"
-    bad.write_text('{"prompt": "x"}\n')
+    bad.write_text('{"id": "x"}\n')
     assert main(["bench", "--model", str(bench_dir / "model"), "--prompts", str(bad)]) == 2
-    assert "expected a JSON object with 'id'" in capsys.readouterr().err
+    assert "no string field 'prompt'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*args, "--sampling", "hot"])
 

@@ -53,20 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_prompts(path: str, tokenizer, limit: int) -> tuple[tuple[str, list[int]], ...]:
-    """(id, token ids) pairs from a JSONL file of {id, prompt}."""
-    prompts = []
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                prompts.append((str(item["id"]), tokenizer(item["prompt"]).input_ids))
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{n}: expected a JSON object with 'id' and 'prompt' ({err})") from None
-            if len(prompts) >= limit:
-                break
-    return tuple(prompts)
+    """(id, token ids) pairs of the first ``limit`` prompts of a JSONL file of {id, prompt}."""
+    from ptp.data.prompts import read_prompts
+
+    return tuple((p.id, tokenizer(p.prompt).input_ids) for p in read_prompts(path)[:limit])
 
 
 def run(args: argparse.Namespace) -> int:

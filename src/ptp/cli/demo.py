@@ -8,7 +8,6 @@ then decodes autoregressively with the same seed and compares times, speedup, MA
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
@@ -30,14 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_sampling_args(p)
 
 
-def _pick_prompt(path: Path, prompt_id: str | None, rng: random.Random) -> dict:
-    items = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not items:
-        raise ValueError(f"{path} holds no prompts")
+def _pick_prompt(path: Path, prompt_id: str | None, rng: random.Random):
+    from ptp.data.prompts import read_prompts
+
+    items = read_prompts(path)
     if prompt_id is None:
         return rng.choice(items)
     for item in items:
-        if str(item.get("id")) == prompt_id:
+        if item.id == prompt_id:
             return item
     raise ValueError(f"no prompt with id {prompt_id!r} in {path}")
 
@@ -59,12 +58,12 @@ def run(args: argparse.Namespace) -> int:
         model = ptp.PTPModel.from_pretrained(model_dir).eval()
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
     sampling = sampling_from_args(args, model.cfg.sampling)
-    ids = tokenizer(item["prompt"]).input_ids
+    ids = tokenizer(item.prompt).input_ids
     options = dict(slot_budget=args.slot_budget, eos_token_id=tokenizer.eos_token_id)
     ptp.generate(model, ids, 8, sampling, seed, "pqd", **options)  # warm-up (first-call overheads)
 
-    console.rule(f"[bold]prompt {item.get('id', '')}[/] (held out), seed {seed}, {_describe(sampling)}")
-    console.print(Text(item["prompt"], style="dim"), end="")
+    console.rule(f"[bold]prompt {item.id}[/] (held out), seed {seed}, {_describe(sampling)}")
+    console.print(Text(item.prompt, style="dim"), end="")
     start = time.perf_counter()
     pqd_tokens, calls = [], 0
     for i, chunk in enumerate(ptp.generate_stream(model, ids, args.max_new_tokens, sampling, seed, "pqd", **options)):

@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     import ptp
+    from ptp.data.prompts import read_prompts
 
     out = Path(args.out)
     if out.exists():
@@ -36,12 +37,8 @@ def run(args: argparse.Namespace) -> int:
     model.save_pretrained(out, include_teacher=True)
     tokenizer.save_pretrained(out)
     if args.prompts:
-        lines = [line for line in Path(args.prompts).read_text().splitlines() if line.strip()]
-        for n, line in enumerate(lines[: args.num_prompts], 1):
-            item = json.loads(line)
-            if "id" not in item or "prompt" not in item:
-                raise ValueError(f"{args.prompts}:{n}: expected a JSON object with 'id' and 'prompt'")
-        (out / "prompts.jsonl").write_text("\n".join(lines[: args.num_prompts]) + "\n")
+        prompts = read_prompts(args.prompts)[: args.num_prompts]
+        (out / "prompts.jsonl").write_text("".join(json.dumps(p.to_dict()) + "\n" for p in prompts))
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
     print(f"wrote {out} ({size:.1f} MiB): adapter, teacher/, tokenizer" + (", prompts.jsonl" if args.prompts else ""))
     return 0

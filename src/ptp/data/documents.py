@@ -97,8 +97,8 @@ def iter_text_files(path: str | Path, glob: str = "*.txt") -> Iterator[str]:
             raise ValueError(f"{f} is not UTF-8 text: {err}") from err
 
 
-def iter_jsonl(path: str | Path, field: str = "text") -> Iterator[str]:
-    """The string under ``field`` of each non-blank line of a JSONL file."""
+def iter_json_records(path: str | Path, required: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; each must hold string ``required``."""
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
@@ -107,10 +107,15 @@ def iter_jsonl(path: str | Path, field: str = "text") -> Iterator[str]:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{line_no}: invalid JSON ({err})") from err
-            text = record.get(field) if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                raise ValueError(f"{path}:{line_no}: no string field {field!r}")
-            yield text
+            if not isinstance(record, dict) or not isinstance(record.get(required), str):
+                raise ValueError(f"{path}:{line_no}: no string field {required!r}")
+            yield line_no, record
+
+
+def iter_jsonl(path: str | Path, field: str = "text") -> Iterator[str]:
+    """The string under ``field`` of each non-blank line of a JSONL file."""
+    for _, record in iter_json_records(path, field):
+        yield record[field]
 
 
 def iter_hf_disk(path: str | Path, field: str = "text", split: str = "train") -> Iterator[str]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ptp.data.corpus import OVERLAP_WINDOW, iter_corpus_files, overlap_with
+from ptp.data.documents import iter_json_records
 
 FUNCTION_NODES = (ast.FunctionDef, ast.AsyncFunctionDef)
 
@@ -141,18 +142,8 @@ def write_prompts(prompts: Iterable[Prompt], out_path: str | Path) -> None:
 
 def read_prompts(path: str | Path) -> list[Prompt]:
     """Prompts from a JSONL file with at least ``prompt`` per line (``id`` defaults to the line number)."""
-    prompts = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: invalid JSON ({err})") from err
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                raise ValueError(f"{path}:{line_no}: no string field 'prompt'")
-            prompts.append(Prompt(str(record.get("id", line_no)), record["prompt"], record.get("reference", "")))
+    prompts = [Prompt(str(record.get("id", line_no)), record["prompt"], record.get("reference", ""))
+               for line_no, record in iter_json_records(path, "prompt")]
     if not prompts:
         raise ValueError(f"{path} holds no prompts")
     return prompts
