@@ -61,7 +61,15 @@ def test_tune_measures_budgets_and_writes_the_best(bench_dir, capsys):
     code = main(["tune", "--model", str(model), "--num-prompts", "1", "--budgets", "2", "4",
                  "--max-new-tokens", "8", "--write"])
     out = capsys.readouterr().out
-    assert code == 0 and "<- best" in out
+    assert code == 0 and "<- best" in out and "q=64:" in out
     best = json.loads((model / "ptp_config.json").read_text())["ptp"]["slot_budget"]
     assert best in (2, 4)
     assert ptp.PTPModel.from_pretrained(model).cfg.slot_budget == best
+
+
+def test_forward_cost_grows_with_query_rows(bench_dir):
+    from ptp.bench.tune import forward_cost
+
+    costs = forward_cost(ptp.PTPModel.from_pretrained(bench_dir / "model"), context_len=16, query_sizes=(1, 8),
+                         repeats=3)
+    assert set(costs) == {1, 8} and all(c > 0 for c in costs.values())

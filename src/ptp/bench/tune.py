@@ -11,11 +11,44 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
+from transformers import DynamicCache
+
 import ptp
+from ptp.decoding.step import crop_cache
+from ptp.masks import step_mask, step_positions
 from ptp.model import PTPModel
 from ptp.sampling import SamplingConfig
 
 DEFAULT_CANDIDATES = (2, 4, 6, 8, 12, 16, 24, 32)
+COST_QUERY_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+
+@torch.no_grad()
+def forward_cost(model: PTPModel, context_len: int = 256, query_sizes=COST_QUERY_SIZES, repeats: int = 5
+                 ) -> dict[int, float]:
+    """Median seconds of one decoding call with q query rows (1 token + q-1 u-slots) on a cache of
+    ``context_len`` tokens: the price PQD pays for its slots on this machine."""
+    cache = DynamicCache(config=model.teacher.config)
+    context = torch.randint(model.vocab_size, (1, context_len), device=model.device)
+    model(context, torch.zeros(context.shape), torch.zeros_like(context, dtype=torch.bool),
+          torch.arange(context_len, device=model.device)[None], cache=cache)
+    costs = {}
+    for q in query_sizes:
+        sizes = [q - 1] if q > 1 else []
+        tokens = torch.zeros(1, q, dtype=torch.long, device=model.device)
+        is_slot = torch.arange(q, device=model.device)[None] >= 1
+        u = torch.rand(1, q, device=model.device)
+        positions = step_positions(context_len, 1, sizes, 0).to(model.device)
+        mask = step_mask(context_len, 1, sizes, model.device) if sizes else None
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(tokens, u, is_slot, positions, attention_mask=mask, cache=cache)
+            times.append(time.perf_counter() - start)
+            crop_cache(cache, context_len)
+        costs[q] = sorted(times)[len(times) // 2]
+    return costs
 
 
 @dataclass(frozen=True)

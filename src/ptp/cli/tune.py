@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     import ptp
-    from ptp.bench.tune import tune_slot_budget
+    from ptp.bench.tune import forward_cost, tune_slot_budget
     from ptp.bundled import default_model_dir
     from ptp.cli.bench import load_prompts
     from ptp.model import CONFIG_NAME
@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
     prompts = load_prompts(args.prompts or str(model_dir / "prompts.jsonl"), tokenizer, args.num_prompts)
     sampling = sampling_from_args(args, model.cfg.sampling)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else None
+    costs = forward_cost(model)
+    print("cost of one call over q query tokens (cache of 256): "
+          + ", ".join(f"q={q}: {s * 1000:.1f} ms ({s / costs[1]:.2f}x)" for q, s in costs.items()))
     best, trials = tune_slot_budget(model, [ids for _, ids in prompts], sampling, args.budgets,
                                     args.max_new_tokens, eos_ids=eos)
     print(f"{'budget':>6} {'tok/s':>8} {'MAT':>6}")
