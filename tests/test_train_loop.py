@@ -73,6 +73,10 @@ def test_lr_schedule():
     assert lr_at(4, cfg, 14) == pytest.approx(1.0) and lr_at(14, cfg, 14) == pytest.approx(0.1)
     assert lr_at(9, cfg, 14) == pytest.approx(0.55)
     assert lr_at(100, OptimConfig(lr=2.0, warmup_steps=0), 10) == 2.0
+    # A time budget that runs out first drives the cosine: half the time spent = mid-way.
+    assert lr_at(5, cfg, 1000, time_fraction=0.5) == pytest.approx(0.55)
+    assert lr_at(5, cfg, 1000, time_fraction=1.0) == pytest.approx(0.1)
+    assert lr_at(9, cfg, 14, time_fraction=0.1) == pytest.approx(0.55)  # steps ahead of the clock
 
 
 def test_patience_stops_and_best_is_kept(tmp_path):

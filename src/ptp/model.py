@@ -215,7 +215,7 @@ class PTPModel(nn.Module):
             return token_vecs
         if self.cfg.mode == "mtp":
             u = torch.full_like(u, CONSTANT_U)
-        slot_vecs = self.u_embed(u).to(token_vecs.dtype)  # [B, S, H]
+        slot_vecs = self.u_embed(u.to(token_vecs.device)).to(token_vecs.dtype)  # [B, S, H]
         return torch.where(is_slot.unsqueeze(-1), slot_vecs, token_vecs)
 
     def forward(

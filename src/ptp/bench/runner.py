@@ -37,8 +37,11 @@ class BenchConfig:
     mtp_model_dir: str | None = None  # the independent-prediction control checkpoint (mode mtp)
     draft_model_dir: str | None = None  # small HF causal LM for sps (same tokenizer)
     eos_ids: tuple[int, ...] = ()
+    device: str = "cpu"  # where every model runs: cpu, cuda, cuda:1, ...
 
     def __post_init__(self) -> None:
+        if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} asked for, but torch sees no CUDA GPU")
         unknown = set(self.methods) - set(ALL_METHODS)
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}; choose from {ALL_METHODS}")
@@ -72,7 +75,7 @@ class MethodSummary:
 
 def build_methods(cfg: BenchConfig) -> dict:
     """Instantiate each requested method once."""
-    model = PTPModel.from_pretrained(cfg.model_dir).eval()
+    model = PTPModel.from_pretrained(cfg.model_dir).to(cfg.device).eval()
     eos = list(cfg.eos_ids)
     methods = {}
     teacher = plain_teacher(model) if {"ar-hf", "pld", "sps"} & set(cfg.methods) else None
@@ -80,14 +83,14 @@ def build_methods(cfg: BenchConfig) -> dict:
         if name in ("ar", "draft-verify", "pqd"):
             methods[name] = PTPMethod(model, name, cfg.slot_budget, eos)
         elif name == "mtp":
-            control = PTPModel.from_pretrained(cfg.mtp_model_dir).eval()
+            control = PTPModel.from_pretrained(cfg.mtp_model_dir).to(cfg.device).eval()
             methods[name] = PTPMethod(control, "pqd", cfg.slot_budget, eos)
         elif name == "ar-hf":
             methods[name] = HFMethod(teacher, eos)
         elif name == "pld":
             methods[name] = HFMethod(copy.deepcopy(teacher), eos, pld=True)
         elif name == "sps":
-            draft = ptp.model.load_teacher(cfg.draft_model_dir).eval()
+            draft = ptp.model.load_teacher(cfg.draft_model_dir).to(cfg.device).eval()
             methods[name] = HFMethod(copy.deepcopy(teacher), eos, assistant=draft)
     return methods
 
@@ -180,7 +183,8 @@ def _config_record(cfg: BenchConfig) -> dict:
 def environment(cfg: BenchConfig) -> dict:
     """Device, library versions and model hashes: what a reader needs to trust the numbers."""
     cpu = f"cpu ({platform.processor() or platform.machine()})"
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu
+    target = torch.device(cfg.device)
+    device = torch.cuda.get_device_name(target) if target.type == "cuda" else cpu
     hashes = {}
     for key in ("model_dir", "mtp_model_dir", "draft_model_dir"):
         path = getattr(cfg, key)

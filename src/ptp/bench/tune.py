@@ -24,6 +24,12 @@ DEFAULT_CANDIDATES = (2, 4, 6, 8, 12, 16, 24, 32)
 COST_QUERY_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
 
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
 def forward_cost(model: PTPModel, context_len: int = 256, query_sizes=COST_QUERY_SIZES, repeats: int = 5
                  ) -> dict[int, float]:
@@ -43,8 +49,10 @@ def forward_cost(model: PTPModel, context_len: int = 256, query_sizes=COST_QUERY
         mask = step_mask(context_len, 1, sizes, model.device) if sizes else None
         times = []
         for _ in range(repeats):
+            _synchronize(model.device)
             start = time.perf_counter()
             model(tokens, u, is_slot, positions, attention_mask=mask, cache=cache)
+            _synchronize(model.device)
             times.append(time.perf_counter() - start)
             crop_cache(cache, context_len)
         costs[q] = sorted(times)[len(times) // 2]

@@ -49,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mtp-model", default=None, help="checkpoint of the independent-prediction control")
     p.add_argument("--draft-model", default=None, help="small HF causal LM for sps (same tokenizer)")
+    p.add_argument("--device", default="cpu", help="where the models run: cpu or cuda[:N]")
     p.add_argument("--json", default="runs/bench.json", help="output JSON; .md and plots go next to it")
 
 
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         mtp_model_dir=args.mtp_model,
         draft_model_dir=args.draft_model,
         eos_ids=tuple(eos),
+        device=args.device,
     )
     with console.status("benchmarking") as status:
         record = run_bench(cfg, progress=lambda msg: status.update(f"benchmarking: {msg}"))

@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-prompts", type=int, default=4)
     p.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_CANDIDATES))
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu or cuda[:N]")
     p.add_argument("--write", action="store_true", help="store the best budget in the checkpoint's ptp_config.json")
     add_sampling_args(p)
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from ptp.model import CONFIG_NAME
 
     model_dir = Path(args.model) if args.model else default_model_dir()
-    model = ptp.PTPModel.from_pretrained(model_dir).eval()
+    model = ptp.PTPModel.from_pretrained(model_dir).to(args.device).eval()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
     prompts = load_prompts(args.prompts or str(model_dir / "prompts.jsonl"), tokenizer, args.num_prompts)
     sampling = sampling_from_args(args, model.cfg.sampling)

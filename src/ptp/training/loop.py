@@ -69,7 +69,7 @@ class TrainConfig:
     eval_every: int = 100  # steps between validations (each one also checkpoints); 0 = only at the end
     save_every: int = 100  # steps between checkpoints; 0 = only at evaluations and the end
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never
-    max_minutes: float = 0.0  # stop after this much training time (over resumes); 0 = no limit
+    max_minutes: float = 0.0  # stop after this much training time (over resumes; cosine ends here too); 0 = none
     mixed_precision: str = "auto"  # auto: bf16 on CUDA, none on CPU; or no / bf16 / fp16
     resume: bool = False  # continue from out_dir/last if it exists
     tensorboard: bool = True  # also log to out_dir/tensorboard when tensorboard is installed
@@ -118,13 +118,19 @@ class TrainResult:
     is_main: bool  # this process is the main one (the one that writes and reports)
 
 
-def lr_at(step: int, cfg: OptimConfig, max_steps: int) -> float:
-    """Learning rate of optimizer step ``step`` (0-based)."""
+def lr_at(step: int, cfg: OptimConfig, max_steps: int, time_fraction: float = 0.0) -> float:
+    """Learning rate of optimizer step ``step`` (0-based).
+
+    ``time_fraction`` is the share of a time budget (``max_minutes``) already spent: the cosine decays
+    over whichever budget, steps or time, runs out first, so a run stopped by the clock still ends at
+    the floor.
+    """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return cfg.lr
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
+    by_steps = (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps)
+    progress = min(1.0, max(by_steps, time_fraction))
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -188,7 +194,8 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
     started = time.monotonic()
     stop_reason = "max_steps"
     while state.step < cfg.max_steps:
-        lr = lr_at(state.step, optim, cfg.max_steps)
+        spent = state.elapsed_s / (cfg.max_minutes * 60) if cfg.max_minutes > 0 else 0.0
+        lr = lr_at(state.step, optim, cfg.max_steps, spent)
         for group in optimizer.param_groups:
             group["lr"] = lr
         t0 = time.monotonic()
