@@ -54,7 +54,7 @@ $PTP pregenerate --teacher $WORK/teacher/model --tokenizer $DATA/tokenizer --pro
   --prompt-tokens 96 --max-prompts $PREGEN_PROMPTS --completions 2 --max-new-tokens 128 $SAMPLING \
   --batch-size 512 --prompts-per-shard 2500 --device $DEVICE --quiet --out $WORK/samples/train || exit 1
 $PTP pregenerate --teacher $WORK/teacher/model --tokenizer $DATA/tokenizer --prompts $DATA/shards/val \
-  --prompt-tokens 96 --max-prompts 200 --completions 2 --max-new-tokens 128 $SAMPLING \
+  --prompt-tokens 96 --max-prompts ${VAL_PROMPTS:-200} --completions 2 --max-new-tokens 128 $SAMPLING \
   --batch-size 512 --device $DEVICE --quiet --out $WORK/samples/val || exit 1
 
 stage "3. distil o-ptp and the mtp control side by side ($DISTILL_MINUTES min each)"
