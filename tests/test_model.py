@@ -5,7 +5,7 @@ import torch
 from transformers import DynamicCache
 
 import ptp
-from ptp.embedding import FEATURE_MAPS, UEmbedding, binary_features
+from ptp.embedding import FEATURE_MAPS, UEmbedding, arith_features, binary_features
 from ptp.model import CONFIG_NAME, WEIGHTS_NAME
 from ptp.testing import FAMILIES, randomize_adapters, tiny_teacher
 
@@ -162,6 +162,18 @@ def test_binary_features_are_the_float32_bits():
     bits_half = format(0x3F000000, "032b")  # 0.5 in IEEE-754 float32
     assert feats[0].tolist() == [1.0 if b == "1" else -1.0 for b in bits_half]
     assert feats[1].tolist() == [-1.0] * 32
+
+
+def test_arith_features_are_the_binary_expansion():
+    u = torch.tensor([0.5, 0.0, 0.75 + 2.0**-24, 0.3])
+    feats = arith_features(u)
+    assert feats.shape == (4, 24)
+    assert feats[0].tolist() == [1.0] + [-1.0] * 23
+    assert feats[1].tolist() == [-1.0] * 24
+    assert feats[2].tolist() == [1.0, 1.0] + [-1.0] * 21 + [1.0]
+    weights = 2.0 ** -torch.arange(1, 25, dtype=torch.float64)  # u is affine in the features
+    value = ((feats.double() + 1) / 2 * weights).sum(-1)
+    torch.testing.assert_close(value, u.double(), atol=2.0**-24, rtol=0)
 
 
 @pytest.mark.parametrize("kind", sorted(FEATURE_MAPS))

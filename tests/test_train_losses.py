@@ -8,7 +8,7 @@ import torch
 import ptp
 from ptp.sampling import SamplingConfig, pick, process
 from ptp.testing import randomize_adapters, tiny_teacher
-from ptp.training.distill import DistillConfig, distill_step, eval_counts, eval_result
+from ptp.training.distill import EVAL_FIELDS, DistillConfig, distill_step, eval_counts, eval_result, eval_size
 from ptp.training.objectives import (
     SlotInputs,
     inverse_ar_us,
@@ -125,9 +125,21 @@ def test_an_exact_drafter_scores_every_slot():
     model = ptp.PTPModel.from_teacher(tiny_teacher("llama", 0, sharpness=2.0), mode="c-ptp", lora_rank=4, window=3)
     batch = make_batch(((18,),), seq_len=18)
     cfg = DistillConfig(objective="c-ptp", windows_per_row=4)
-    result = eval_result(eval_counts(model, batch, cfg, model.cfg.sampling), "c-ptp")
+    counts = eval_counts(model, batch, cfg, model.cfg.sampling)
+    assert len(counts) == eval_size(3)
+    result = eval_result(counts, "c-ptp", window=3)
     assert len(result.hist) == 4 and sum(result.hist) == pytest.approx(1.0)
     assert result.metrics["teacher_ppl"] > 1.0 and result.metrics["val_windows"] > 0
+    # Per-slot perplexities: their count-weighted log-mean is the overall one, on the same tokens.
+    slots = counts[len(EVAL_FIELDS) + 4 :].view(3, 3)
+    assert float(slots[2].sum()) == pytest.approx(float(counts[1]))
+    assert float(slots[0].sum()) == pytest.approx(float(counts[3])) and float(slots[1].sum()) == pytest.approx(
+        float(counts[4]))
+    weights = slots[2] / slots[2].sum()
+    log_mean = sum(float(w) * math.log(result.metrics[f"slot{j + 1}_ppl"]) for j, w in enumerate(weights))
+    assert log_mean == pytest.approx(math.log(result.metrics["slot_ppl"]))
+    ratios = sum(float(w) * math.log(result.metrics[f"slot{j + 1}_ratio"]) for j, w in enumerate(weights))
+    assert ratios == pytest.approx(math.log(result.metrics["ppl_ratio"]))
     # A histogram by hand: counts 0, 2, 3 -> mean 5/3.
     totals = torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0], dtype=torch.float64)
     by_hand = eval_result(totals, "o-ptp")

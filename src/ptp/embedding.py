@@ -2,7 +2,8 @@
 
 At a u-slot ``u_embed(u)`` replaces the token embedding (DESIGN §2). Every feature map is followed
 by a learned affine map to the hidden size. Registry keys: ``binary`` (the paper's choice: the
-float32 bit pattern of u, MSB first), ``cosine`` (cos(j·pi·u), j = 1..n) and ``interp`` (linear
+float32 bit pattern of u, MSB first), ``arith`` (the binary expansion of u, the paper's ``[ar]``
+features), ``cosine`` (cos(j·pi·u), j = 1..n) and ``interp`` (linear
 interpolation between learned knot vectors).
 """
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 FLOAT32_BITS = 32
+FIXED_BITS = 24  # float32 resolution of u in [1/2, 1)
 COSINE_FEATURES = 32
 INTERP_KNOTS = 16
 
@@ -23,6 +25,19 @@ def binary_features(u: torch.Tensor) -> torch.Tensor:
     bits = u.to(torch.float32).contiguous().view(torch.int32)  # [...]
     shifts = torch.arange(FLOAT32_BITS - 1, -1, -1, device=u.device, dtype=torch.int32)
     on = (bits.unsqueeze(-1) >> shifts) & 1  # [..., 32]
+    return on.to(torch.float32) * 2 - 1
+
+
+def arith_features(u: torch.Tensor) -> torch.Tensor:
+    """The binary expansion of u (fixed point, 24 bits, MSB = 1{u >= 1/2}) as ±1 features: [...] -> [..., 24].
+
+    The paper's arithmetic-coding features ``[ar]`` (e_j = j-th bit of u; Table 4's best). Unlike
+    the float32 bit pattern, u is an affine function of these features, so thresholds u >= F (CDF
+    inversion) are one linear unit away.
+    """
+    scaled = torch.floor(u.to(torch.float64).clamp(0.0, 1.0 - 2.0**-FIXED_BITS) * 2.0**FIXED_BITS).to(torch.int64)
+    shifts = torch.arange(FIXED_BITS - 1, -1, -1, device=u.device, dtype=torch.int64)
+    on = (scaled.unsqueeze(-1) >> shifts) & 1  # [..., 24]
     return on.to(torch.float32) * 2 - 1
 
 
@@ -41,6 +56,7 @@ def interp_features(u: torch.Tensor) -> torch.Tensor:
 
 FEATURE_MAPS = {
     "binary": (binary_features, FLOAT32_BITS),
+    "arith": (arith_features, FIXED_BITS),
     "cosine": (cosine_features, COSINE_FEATURES),
     "interp": (interp_features, INTERP_KNOTS),
 }

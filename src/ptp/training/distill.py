@@ -102,16 +102,34 @@ def eval_counts(base: PTPModel, batch: PackedBatch, cfg: DistillConfig, sampling
     q_t = q_t.gather(-1, slots.targets.flatten(1)[:, :, None]).view_as(logp)
     v = slots.valid
     sums = torch.stack([loss.sum(), v.sum(), right.sum(), -logp[v].sum(), -torch.log(q_t[v]).sum()]).double()
-    return torch.cat([sums, hist])
+    zero = torch.zeros_like(logp)
+    per_slot = torch.cat([  # [3L]: slot NLL, teacher NLL and slot count at each slot position j
+        torch.where(v, -logp, zero).flatten(0, 1).sum(0),
+        torch.where(v, -torch.log(q_t), zero).flatten(0, 1).sum(0),
+        v.flatten(0, 1).sum(0).to(logp.dtype),
+    ]).double()
+    return torch.cat([sums, hist, per_slot])
 
 
-EVAL_FIELDS = ("loss_sum", "slots", "right", "slot_nll", "teacher_nll")  # then the histogram
+EVAL_FIELDS = ("loss_sum", "slots", "right", "slot_nll", "teacher_nll")  # then the histogram, then per slot
 
 
-def eval_result(totals: torch.Tensor, objective: str) -> EvalResult:
-    """Metrics from summed ``eval_counts``."""
+def eval_size(window: int) -> int:
+    """Length of the ``eval_counts`` vector: fields, histogram over 0..L, 3 per-slot sums of length L."""
+    return len(EVAL_FIELDS) + window + 1 + 3 * window
+
+
+def eval_result(totals: torch.Tensor, objective: str, window: int | None = None) -> EvalResult:
+    """Metrics from summed ``eval_counts``.
+
+    With ``window`` the per-slot sums after the histogram are read too (C-PTP layouts report
+    ``slot{j}_ppl`` and ``slot{j}_ratio`` for the slot predicting the j-th token of the window,
+    j = 1..L, against the teacher's perplexity on the same tokens); without it everything after the
+    fields is the histogram.
+    """
     loss_sum, slots, right, slot_nll, teacher_nll = totals[: len(EVAL_FIELDS)].tolist()
-    hist = totals[len(EVAL_FIELDS) :]
+    end = len(totals) if window is None else len(EVAL_FIELDS) + window + 1
+    hist = totals[len(EVAL_FIELDS) : end]
     windows = float(hist.sum())
     mean_correct = float((hist * torch.arange(len(hist), dtype=hist.dtype)).sum()) / max(windows, 1.0)
     slots = max(slots, 1.0)
@@ -121,6 +139,12 @@ def eval_result(totals: torch.Tensor, objective: str) -> EvalResult:
         metrics["slot_ppl"] = math.exp(slot_nll / slots)
         metrics["teacher_ppl"] = math.exp(teacher_nll / slots)
         metrics["ppl_ratio"] = metrics["slot_ppl"] / metrics["teacher_ppl"]
+        if window is not None:
+            nll, teacher, count = totals[end:].view(3, window)
+            for j in range(window):
+                n = max(float(count[j]), 1.0)
+                metrics[f"slot{j + 1}_ppl"] = math.exp(float(nll[j]) / n)
+                metrics[f"slot{j + 1}_ratio"] = math.exp((float(nll[j]) - float(teacher[j])) / n)
     normalised = tuple(float(x) for x in (hist / max(windows, 1.0)).tolist())
     return EvalResult(metrics, mean_correct, normalised)
 
@@ -154,13 +178,13 @@ class DistillTask:
     def evaluate(self, reduce: Callable[[torch.Tensor], torch.Tensor], rank: int, world: int) -> EvalResult:
         was_training = self.model.training
         self.model.eval()
-        totals = torch.zeros(len(EVAL_FIELDS) + self.model.cfg.window + 1, dtype=torch.float64)
+        totals = torch.zeros(eval_size(self.model.cfg.window), dtype=torch.float64)
         for batch in self.val_batches:
             share = _share(batch.tokens.shape[0], rank, world)
             if share[1] > share[0]:
                 totals += eval_counts(self.model, batch.rows(*share), self.cfg, self.sampling).cpu()
         self.model.train(was_training)
-        return eval_result(reduce(totals.to(self.model.device)).cpu(), self.cfg.objective)
+        return eval_result(reduce(totals.to(self.model.device)).cpu(), self.cfg.objective, self.model.cfg.window)
 
     def save_model(self, directory: Path, result: EvalResult | None) -> None:
         self.model.save_pretrained(directory)

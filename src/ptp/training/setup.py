@@ -31,7 +31,7 @@ class DrafterConfig:
     teacher: str = ""  # teacher directory (safetensors) or hub id
     lora_rank: int = 64  # gated LoRA rank
     lora_alpha: float | None = None  # LoRA alpha; None = rank (scaling 1)
-    embedding: str = "binary"  # u-embedding feature map: binary | cosine | interp
+    embedding: str = "binary"  # u-embedding feature map: binary | arith | cosine | interp
     window: int = 8  # u-slots per window (the longest draft)
 
     def __post_init__(self) -> None:
