@@ -17,6 +17,8 @@ from ptp.cli.common import add_sampling_args, sampling_from_args, tokenizer_dir
 NAME = "demo"
 HELP = "see PTP work on the bundled model (PQD vs autoregressive, same seed)"
 COLOURS = ("bold cyan", "bold magenta")
+WARMUP_TOKENS = 8
+MAX_TRIES = 8  # random prompts tried before showing one the model ends early anyway
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,15 +31,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_sampling_args(p)
 
 
-def _pick_prompt(path: Path, prompt_id: str | None, rng: random.Random):
+def _candidate_prompts(path: Path, prompt_id: str | None, rng: random.Random) -> list:
+    """The asked-for prompt, or every prompt in a random order (the demo takes the first that the
+    model does not end at once)."""
     from ptp.data.prompts import read_prompts
 
     items = read_prompts(path)
     if prompt_id is None:
-        return rng.choice(items)
+        return rng.sample(items, len(items))
     for item in items:
         if item.id == prompt_id:
-            return item
+            return [item]
     raise ValueError(f"no prompt with id {prompt_id!r} in {path}")
 
 
@@ -52,15 +56,18 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     model_dir = Path(args.model) if args.model else default_model_dir()
     seed = args.seed if args.seed is not None else random.randrange(2**31)
-    item = _pick_prompt(Path(args.prompts) if args.prompts else model_dir / "prompts.jsonl", args.prompt_id,
-                        random.Random(seed))
+    candidates = _candidate_prompts(Path(args.prompts) if args.prompts else model_dir / "prompts.jsonl",
+                                    args.prompt_id, random.Random(seed))
     with console.status("loading the model"):
         model = ptp.PTPModel.from_pretrained(model_dir).eval()
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
     sampling = sampling_from_args(args, model.cfg.sampling)
-    ids = tokenizer(item.prompt).input_ids
     options = dict(slot_budget=args.slot_budget, eos_token_id=tokenizer.eos_token_id)
-    ptp.generate(model, ids, 8, sampling, seed, "pqd", **options)  # warm-up (first-call overheads)
+    for item in candidates[:MAX_TRIES]:
+        ids = tokenizer(item.prompt).input_ids
+        # Warm-up (first-call overheads); a prompt the model ends within it makes a dull demo.
+        if len(ptp.generate(model, ids, WARMUP_TOKENS, sampling, seed, "pqd", **options).tokens) == WARMUP_TOKENS:
+            break
 
     console.rule(f"[bold]prompt {item.id}[/] (held out), seed {seed}, {_describe(sampling)}")
     console.print(Text(item.prompt, style="dim"), end="")
