@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the bundled default model (src/ptp/assets/default-model) from scratch on this machine (CPU).
+# The committed model took the GPU route instead: steps 1-2 below, then scripts/prepare_gpu_data.sh and
+# scripts/gpu_build.sh on one GPU (see its header). This script is the no-GPU way to the same layout.
 # Every step is a ptp command; each writes under data/ or runs/ (git-ignored) and can be rerun alone.
 # Steps 4-5 and 6-7 run two single-threaded jobs side by side (a 2-core machine; never oversubscribe
 # the cores: two 2-thread jobs on 2 cores run several times slower than two 1-thread jobs).

@@ -4,6 +4,10 @@
 #   DATA/shards/{train,val}  document shards    DATA/tokenizer  the BPE tokenizer
 #   DATA/prompts.jsonl       held-out prompts
 # Usage:  DATA=data WORK=runs/gpu scripts/gpu_build.sh
+# The bundled model was made this way: scripts/prepare_gpu_data.sh here, then on the lent H100
+#   cd gpu/snap && DATA=.. WORK=/tmp/w ARCHIVE=$OUT BENCH_PROMPTS=8 bash scripts/gpu_build.sh
+# and back here: the archives unpacked, teacher/model copied into model/teacher, the result copied to
+# src/ptp/assets/default-model (without teacher/tokenizer*), then `ptp tune --write` on the CPU.
 # Steps (each a ptp command; minutes are wall-clock budgets, the cosine LR decays over them):
 #   1. pretrain the Llama teacher (d=256, 8 layers), best by held-out loss
 #   2. sample teacher completions to distil from (T=0.7, top-k 50, top-p 0.95)
