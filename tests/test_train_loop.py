@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from ptp.cli.train import add_config_arguments, config_sections, read_config
 from ptp.data.shards import ShardWriter
-from ptp.training import OptimConfig, PackingConfig, TrainConfig, lr_at, train
+from ptp.training import Callbacks, OptimConfig, PackingConfig, TrainConfig, lr_at, train
 from ptp.training.checkpoint import (
     flatten_optimizer,
     latest_checkpoint,
@@ -93,6 +93,23 @@ def test_patience_stops_and_best_is_kept(tmp_path):
     assert state["run"]["step"] == 8 and state["run"]["best_score"] == 2.0
     assert DataPosition.from_dict(state["run"]["position"]).rows == 16
     assert len(optimizer["state"]) == 2  # weight and bias moments
+
+
+def test_time_budget_caps_the_reported_eta(tmp_path):
+    class Record(Callbacks):
+        def __init__(self):
+            self.etas = []
+
+        def on_progress(self, progress):
+            self.etas.append(progress.eta_s)
+
+    record = Record()
+    minutes = 0.002  # 0.12 s: the clock, not the 10**6 steps, ends this run
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), max_steps=10**6, eval_every=0, save_every=0, log_every=1,
+                      max_minutes=minutes, tensorboard=False)
+    result = train(FakeTask([1.0], tmp_path), cfg, OptimConfig(lr=1e-2, warmup_steps=0), callbacks=record)
+    assert result.stop_reason == "max_minutes" and result.steps < 10**6
+    assert record.etas and max(record.etas) <= minutes * 60
 
 
 def test_resume_continues_step_count_and_truncates_metrics(tmp_path):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -205,6 +205,9 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
         window.add(sums, time.monotonic() - t0)
         if acc.is_main_process and (state.step % cfg.log_every == 0 or state.step == cfg.max_steps):
             progress = window.report(state.step, cfg.max_steps, lr, time.monotonic() - started)
+            if cfg.max_minutes > 0:  # the clock may end the run before max_steps
+                left = max(0.0, cfg.max_minutes * 60 - state.elapsed_s)
+                progress = replace(progress, eta_s=min(progress.eta_s, left))
             writer.log_train(progress, state.elapsed_s)
             callbacks.on_progress(progress)
             window = _Window()
