@@ -94,6 +94,26 @@ def test_bundled_teacher_round_trip(tmp_path):
         assert torch.equal(model(*mixed_inputs()).logits, loaded(*mixed_inputs()).logits)
 
 
+def test_load_adapter_continues_a_saved_drafter_and_checks_its_shape(saved_teacher, tmp_path):
+    path, _ = saved_teacher("llama", seed=0)
+    trained = ptp.PTPModel.from_teacher(str(path), lora_rank=4, window=4).eval()
+    randomize_adapters(trained, seed=5)
+    trained.save_pretrained(tmp_path / "ckpt")
+    warm = ptp.SamplingConfig(temperature=0.5)
+    fresh = ptp.PTPModel.from_teacher(str(path), lora_rank=4, window=4, sampling=warm).eval()
+    fresh.load_adapter(tmp_path / "ckpt")
+    assert fresh.cfg.sampling == warm  # the loading model's own config is kept
+    with torch.no_grad():
+        assert torch.equal(trained(*mixed_inputs()).logits, fresh(*mixed_inputs()).logits)
+    for other in (dict(lora_rank=8, window=4), dict(lora_rank=4, window=4, mode="c-ptp"),
+                  dict(lora_rank=4, window=4, embedding="arith")):
+        with pytest.raises(ValueError, match=r"has (lora|mode|embedding)"):
+            ptp.PTPModel.from_teacher(str(path), **other).load_adapter(tmp_path / "ckpt")
+    different, _ = saved_teacher("llama", seed=1)
+    with pytest.raises(ValueError, match="different teacher"):
+        ptp.PTPModel.from_teacher(str(different), lora_rank=4, window=4).load_adapter(tmp_path / "ckpt")
+
+
 def test_loading_against_a_different_teacher_fails(saved_teacher, tmp_path):
     path, _ = saved_teacher("llama", seed=0)
     other, _ = saved_teacher("llama", seed=1)

@@ -85,6 +85,26 @@ def test_train_writes_loadable_checkpoints_with_histogram(setup):
     assert not any(p.suffix in {".bin", ".pt", ".pkl"} for p in out.rglob("*"))  # no pickle anywhere
 
 
+def test_init_from_starts_at_a_saved_drafter(setup):
+    from ptp.training import DataConfig, DistillConfig, DrafterConfig, PackingConfig, build_distill_task
+
+    root, cfg = setup
+    first = root / "first"
+    threads = torch.get_num_threads()
+    assert cli_main(["--threads", "1", "train", "--config", str(cfg), f"train.out_dir={first}",
+                     "train.max_steps=2"]) == 0
+    torch.set_num_threads(threads)
+    saved = ptp.PTPModel.from_pretrained(first / "best").trainable_state_dict()
+    data = DataConfig(train=str(root / "samples"), val_holdout=8, val_rows=4)
+    drafter = DrafterConfig(teacher=str(root / "teacher"), lora_rank=4, window=4)
+    args = (data, PackingConfig(seq_len=48, rows=4), DistillConfig(windows_per_row=8), None)
+    fresh = build_distill_task(drafter, *args).model.trainable_state_dict()
+    warm = build_distill_task(DrafterConfig(**{**drafter.__dict__, "init_from": str(first / "best")}),
+                              *args).model.trainable_state_dict()
+    assert all(torch.equal(warm[k], saved[k]) for k in saved)
+    assert not all(torch.equal(fresh[k], saved[k]) for k in saved)
+
+
 def test_sampling_that_differs_from_the_data_is_refused(setup, capsys):
     root, cfg = setup
     code = cli_main(["train", "--config", str(cfg), f"train.out_dir={root / 'bad'}", "sampling.temperature=0.7"])

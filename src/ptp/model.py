@@ -175,19 +175,36 @@ class PTPModel(nn.Module):
                 raise ValueError(f"{src} records no teacher: pass teacher=PATH")
             teacher = src / recorded if (src / recorded).exists() else recorded
         teacher_model = load_teacher(teacher)
-        problem = mismatch_message(meta["teacher_fingerprint"], fingerprint(teacher_model))
-        if problem:
-            raise ValueError(f"{src} was trained for a different teacher: {problem}")
+        _check_teacher(src, meta, teacher_model)  # before the adapter hooks go onto the teacher
         model = cls(teacher_model, PTPConfig.from_dict(meta["ptp"]))
-        expected = model.trainable_state_dict()
+        model._load_trained(src, tensors)
+        return model
+
+    def load_adapter(self, directory: str | os.PathLike) -> None:
+        """Load a saved drafter's adapter and u-embedding into this model (e.g. to continue training).
+
+        The checkpoint must have been trained for this very teacher, with the same mode, u-embedding,
+        LoRA shape and window; this model's config (slot budget, histogram, sampling) is kept.
+        """
+        src = Path(directory)
+        meta = _read_config(src)
+        theirs = PTPConfig.from_dict(meta["ptp"])
+        for name in ("mode", "embedding", "lora", "window"):
+            if getattr(theirs, name) != getattr(self.cfg, name):
+                raise ValueError(f"{src} has {name}={getattr(theirs, name)!r}, this model "
+                                 f"{getattr(self.cfg, name)!r}")
+        _check_teacher(src, meta, self.teacher)
+        self._load_trained(src, _read_weights(src))
+
+    def _load_trained(self, src: Path, tensors: dict[str, torch.Tensor]) -> None:
+        expected = self.trainable_state_dict()
         missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
         if missing or unexpected:
             raise ValueError(f"{src / WEIGHTS_NAME} does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
         for key, value in tensors.items():
             if value.shape != expected[key].shape:
                 raise ValueError(f"{key}: saved shape {tuple(value.shape)} != model {tuple(expected[key].shape)}")
-        model.load_state_dict(tensors, strict=False)
-        return model
+        self.load_state_dict(tensors, strict=False)
 
     # -- the forward call ---------------------------------------------------------------------
     @property
@@ -255,6 +272,12 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _source_name(teacher: PreTrainedModel) -> str | None:
     name = getattr(teacher.config, "_name_or_path", "") or getattr(teacher, "name_or_path", "")
     return str(name) or None
+
+
+def _check_teacher(src: Path, meta: dict, teacher: PreTrainedModel) -> None:
+    problem = mismatch_message(meta["teacher_fingerprint"], fingerprint(teacher))
+    if problem:
+        raise ValueError(f"{src} was trained for a different teacher: {problem}")
 
 
 def _read_config(src: Path) -> dict:

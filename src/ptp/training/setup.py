@@ -33,6 +33,7 @@ class DrafterConfig:
     lora_alpha: float | None = None  # LoRA alpha; None = rank (scaling 1)
     embedding: str = "binary"  # u-embedding feature map: binary | arith | cosine | interp
     window: int = 8  # u-slots per window (the longest draft)
+    init_from: str | None = None  # a saved drafter (same teacher and shape) to start from instead of scratch
 
     def __post_init__(self) -> None:
         if not self.teacher:
@@ -93,6 +94,8 @@ def build_distill_task(model_cfg: DrafterConfig, data_cfg: DataConfig, packing: 
     model = PTPModel.from_teacher(teacher, mode=model_mode(distill_cfg.objective), lora_rank=model_cfg.lora_rank,
                                   lora_alpha=model_cfg.lora_alpha, embedding=model_cfg.embedding,
                                   sampling=resolved, window=model_cfg.window)
+    if model_cfg.init_from:
+        model.load_adapter(model_cfg.init_from)
     return DistillTask(model, distill_cfg, packing, data.train, data.val_batches, resolved)
 
 
