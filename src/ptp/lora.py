@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers.pytorch_utils import Conv1D
 
 
@@ -89,9 +90,14 @@ class LoraPair(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.lora_A.to(x.dtype)
-        b = self.lora_B.to(x.dtype)
-        return (x @ a.T @ b.T) * self.scaling
+        return self.unscaled(x) * self.scaling
+
+    def unscaled(self, x: torch.Tensor) -> torch.Tensor:
+        """B(A x) without the scaling: two matrix products, no copies (decoding calls are small)."""
+        a, b = self.lora_A, self.lora_B
+        if a.dtype != x.dtype:
+            a, b = a.to(x.dtype), b.to(x.dtype)
+        return F.linear(F.linear(x, a), b)
 
 
 def adaptable_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -135,7 +141,7 @@ class GatedLora(nn.Module):
             if isinstance(rows, slice):
                 if rows.start == 0 and rows.stop == out.shape[1]:
                     return out + adapter(x)
-                out[:, rows] = out[:, rows] + adapter(x[:, rows])  # out is this layer's fresh output
+                out[:, rows].add_(adapter.unscaled(x[:, rows]), alpha=adapter.scaling)  # out: this layer's own
                 return out
             return out.index_put(rows, out[rows] + adapter(x[rows]))
 
