@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 import ptp
 from ptp.cli import main
@@ -54,6 +55,9 @@ def test_bench_rejects_bad_input(bench_dir, capsys):
     assert "no string field 'prompt'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*args, "--sampling", "hot"])
+    if not torch.cuda.is_available():
+        assert main([*args, "--device", "cuda"]) == 2
+        assert "sees no CUDA GPU" in capsys.readouterr().err
 
 
 def test_tune_measures_budgets_and_writes_the_best(bench_dir, capsys):
