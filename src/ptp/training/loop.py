@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -191,27 +191,25 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
         callbacks.on_start(state.step, cfg.max_steps, resumed)
     last_eval: EvalResult | None = None
     window = _Window()
-    started = time.monotonic()
+    budget_s = cfg.max_minutes * 60  # 0: no time limit
     stop_reason = "max_steps"
     while state.step < cfg.max_steps:
-        spent = state.elapsed_s / (cfg.max_minutes * 60) if cfg.max_minutes > 0 else 0.0
-        lr = lr_at(state.step, optim, cfg.max_steps, spent)
+        lr = lr_at(state.step, optim, cfg.max_steps, state.elapsed_s / budget_s if budget_s else 0.0)
         for group in optimizer.param_groups:
             group["lr"] = lr
         t0 = time.monotonic()
         sums = _optimizer_step(task, wrapped, optimizer, acc, state, cfg, optim, params)
+        seconds = time.monotonic() - t0
         state.step += 1
-        state.elapsed_s += time.monotonic() - t0
-        window.add(sums, time.monotonic() - t0)
+        state.elapsed_s += seconds
+        window.add(sums, seconds)
+        time_left = max(0.0, budget_s - state.elapsed_s) if budget_s else math.inf
         if acc.is_main_process and (state.step % cfg.log_every == 0 or state.step == cfg.max_steps):
-            progress = window.report(state.step, cfg.max_steps, lr, time.monotonic() - started)
-            if cfg.max_minutes > 0:  # the clock may end the run before max_steps
-                left = max(0.0, cfg.max_minutes * 60 - state.elapsed_s)
-                progress = replace(progress, eta_s=min(progress.eta_s, left))
+            progress = window.report(state.step, cfg.max_steps, lr, time_left)
             writer.log_train(progress, state.elapsed_s)
             callbacks.on_progress(progress)
             window = _Window()
-        out_of_time = cfg.max_minutes > 0 and state.elapsed_s >= cfg.max_minutes * 60
+        out_of_time = time_left == 0.0
         is_eval = (cfg.eval_every and state.step % cfg.eval_every == 0) or state.step == cfg.max_steps or out_of_time
         is_best = False
         if is_eval:
@@ -290,11 +288,12 @@ class _Window:
         self.seconds += seconds
         self.steps += 1
 
-    def report(self, step: int, max_steps: int, lr: float, session_s: float) -> Progress:
+    def report(self, step: int, max_steps: int, lr: float, time_left: float) -> Progress:
+        """Means over the window; the ETA is the nearer of max_steps and the time budget's end."""
         loss_sum, count, correct, tokens = self.sums.tolist()
         per_step = self.seconds / max(1, self.steps)
         return Progress(step, max_steps, loss_sum / max(count, 1.0), correct / max(count, 1.0), lr,
-                        tokens / max(self.seconds, 1e-9), per_step * (max_steps - step))
+                        tokens / max(self.seconds, 1e-9), min(per_step * (max_steps - step), time_left))
 
 
 def best_dir(run_dir: Path) -> Path:
