@@ -11,7 +11,7 @@ from ptp.testing import tiny_checkpoint, tiny_teacher
 @pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
-    tiny_checkpoint(root / "model")
+    tiny_checkpoint(root / "model", order="sorted")  # the benchmark samples in the model's CDF order
     tiny_checkpoint(root / "mtp", mode="mtp")
     draft = tiny_teacher("llama", seed=3)
     draft.resize_token_embeddings(ptp.PTPModel.from_pretrained(root / "model").teacher.config.vocab_size)
@@ -31,6 +31,7 @@ def test_bench_writes_json_table_and_plots(bench_dir):
     record = json.loads(out.read_text())
     assert record["environment"]["transformers"] and record["environment"]["model_hashes"]["model_dir"]
     assert [r["name"] for r in record["results"]] == ["greedy", "T=0.7 top-k=50 top-p=0.95"]
+    assert [r["sampling"]["order"] for r in record["results"]] == ["sorted", "sorted"]
     for result in record["results"]:
         rows = {r["method"]: r for r in result["methods"]}
         assert set(rows) == {"ar-hf", "ar", "draft-verify", "pqd", "mtp", "pld", "sps"}

@@ -27,7 +27,7 @@ def test_round_trip_and_manifest(tmp_path):
     assert len(shards) == 23 and shards.num_tokens == sum(len(t) for t, _ in seqs)
     m = shards.manifest
     assert m["format"] == "ptp-token-shards" and m["version"] == 1 and m["complete"]
-    assert m["sampling"] == {"temperature": 0.7, "top_k": 50, "top_p": 0.95}
+    assert m["sampling"] == {"temperature": 0.7, "top_k": 50, "top_p": 0.95, "order": "id"}
     assert shards.sampling == SamplingConfig(0.7, 50, 0.95)
     assert [s["rows"] for s in m["shards"]] == [5, 5, 5, 5, 3]
     assert sum(s["tokens"] for s in m["shards"]) == shards.num_tokens

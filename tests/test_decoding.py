@@ -1,5 +1,7 @@
 """The lossless property and the decoding contract: every method emits exactly the tokens of ``ar``."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -8,6 +10,7 @@ from hypothesis import strategies as st
 import ptp
 from conftest import ptp_model
 from ptp.decoding import OracleDrafter
+from ptp.sampling import CDF_ORDERS
 from ptp.testing import FAMILIES, CharTokenizer, tiny_teacher
 
 SAMPLINGS = {
@@ -32,10 +35,12 @@ def run(model, prompt, n, sampling, seed, method, **kw):
     max_new=st.integers(1, 48),
     budget=st.integers(1, 24),
     seed=st.integers(0, 2**31 - 1),
+    order=st.sampled_from(CDF_ORDERS),
 )
-def test_draft_verify_and_pqd_equal_ar(family, mode, sampling, sharpness, drafter, prompt_len, max_new, budget, seed):
+def test_draft_verify_and_pqd_equal_ar(family, mode, sampling, sharpness, drafter, prompt_len, max_new, budget, seed,
+                                       order):
     model = ptp_model(family, mode, sharpness=sharpness)
-    cfg = SAMPLINGS[sampling]
+    cfg = replace(SAMPLINGS[sampling], order=order)
     prompt = torch.randint(48, (prompt_len,), generator=torch.Generator().manual_seed(seed))
     ref = run(model, prompt, max_new, cfg, seed, "ar")
     assert len(ref.tokens) == max_new and ref.mat == 1.0

@@ -70,14 +70,14 @@ def test_cached_forward_equals_uncached(family):
 @pytest.mark.parametrize("mode", ["o-ptp", "c-ptp", "mtp"])
 def test_save_load_round_trip(family, mode, saved_teacher, tmp_path):
     path, _ = saved_teacher(family)
-    cfg = ptp.SamplingConfig(temperature=0.7, top_k=5, top_p=0.9)
+    cfg = ptp.SamplingConfig(temperature=0.7, top_k=5, top_p=0.9, order="argmax")
     model = ptp.PTPModel.from_teacher(str(path), mode=mode, lora_rank=4, embedding="cosine", sampling=cfg).eval()
     randomize_adapters(model, seed=3)
     model.save_pretrained(tmp_path / "ckpt")
     loaded = ptp.PTPModel.from_pretrained(tmp_path / "ckpt").eval()
     assert loaded.cfg == model.cfg
     meta = json.loads((tmp_path / "ckpt" / CONFIG_NAME).read_text())
-    assert meta["ptp"]["sampling"] == {"temperature": 0.7, "top_k": 5, "top_p": 0.9}
+    assert meta["ptp"]["sampling"] == {"temperature": 0.7, "top_k": 5, "top_p": 0.9, "order": "argmax"}
     assert set(meta["teacher_fingerprint"]) >= {"architecture", "vocab_size", "hidden_size", "weight_hash"}
     inputs = mixed_inputs()
     with torch.no_grad():

@@ -111,6 +111,18 @@ def test_sampling_that_differs_from_the_data_is_refused(setup, capsys):
     assert code == 2 and "differs from the config the data was sampled under" in capsys.readouterr().err
 
 
+def test_training_picks_its_cdf_order_whatever_the_data_was_sampled_in():
+    """Samples are valid under any CDF order: only temperature / top-k / top-p must match the data."""
+    from ptp.training.setup import resolve_sampling
+
+    manifest = {"kind": "teacher-samples", "sampling": {"temperature": 0.7, "top_k": 50, "top_p": 0.95}}  # no order
+    assert resolve_sampling(manifest, None) == SamplingConfig(temperature=0.7, top_k=50, top_p=0.95)
+    wanted = SamplingConfig(temperature=0.7, top_k=50, top_p=0.95, order="sorted")
+    assert resolve_sampling(manifest, wanted) == wanted
+    with pytest.raises(ValueError, match="differs"):
+        resolve_sampling(manifest, SamplingConfig(temperature=0.7, top_k=40, top_p=0.95, order="sorted"))
+
+
 def test_resume_after_sigkill_continues_the_same_run(setup):
     root, cfg = setup
     steps = 30

@@ -65,6 +65,14 @@ def test_u_lies_in_the_teacher_interval_of_the_token():
         assert int(pick(u[0, 0, k], probs[0, k])) == int(tokens[0, k + 1])
 
 
+def test_token_intervals_follow_the_cdf_order():
+    probs = torch.tensor([[[0.2, 0.5, 0.3], [0.6, 0.0, 0.4], [0.1, 0.1, 0.8], [1.0, 0.0, 0.0]]])  # [1, 4, 3]
+    tokens = torch.tensor([[0, 1, 2, 2]])
+    left, right = token_intervals(probs, tokens, "argmax")  # each row's argmax owns [0, max P)
+    assert torch.allclose(left[0, 1:], torch.tensor([0.0, 0.6, 0.0]))
+    assert torch.allclose(right[0, 1:], torch.tensor([0.5, 1.0, 0.8]))
+
+
 def test_zero_mass_token_invalidates_the_rest_of_the_window():
     model = ptp.PTPModel.from_teacher(tiny_teacher("llama", 0, sharpness=3.0), mode="o-ptp", lora_rank=4, window=4)
     sampling = SamplingConfig(temperature=1.0, top_k=2)
@@ -87,7 +95,8 @@ def test_c_ptp_prediction_is_pick_with_the_next_u():
     assert int(slot_predictions("o-ptp", logits, torch.tensor([[[0.99]]]))) == 1
 
 
-def test_inverse_ar_us_are_compatible_with_the_models_own_cdfs():
+@pytest.mark.parametrize("order", ["id", "sorted"])
+def test_inverse_ar_us_are_compatible_with_the_models_own_cdfs(order):
     model = ptp.PTPModel.from_teacher(tiny_teacher("llama", 0, sharpness=2.0), mode="c-ptp", lora_rank=4, window=4)
     randomize_adapters(model, 0)
     model.eval()
@@ -95,14 +104,14 @@ def test_inverse_ar_us_are_compatible_with_the_models_own_cdfs():
     teacher = teacher_pass(model, batch, model.cfg.sampling)
     windows = choose_windows(batch, 5, 4, 1, 1.0, seed=0)
     slots = slot_inputs(batch, windows, teacher)
-    u = inverse_ar_us(model, batch, windows, slots.u[:, :, 0], slots.targets, teacher.cache)
+    u = inverse_ar_us(model, batch, windows, slots.u[:, :, 0], slots.targets, teacher.cache, order)
     assert teacher.cache.get_seq_length() == 18
     assert torch.equal(u[:, :, 0], slots.u[:, :, 0])  # the first u comes from the frozen base row
     with torch.no_grad():
         logits = window_pass(model, batch, windows, u, teacher.cache)  # [1, N, L, V]
     probs = torch.softmax(logits.float(), -1)
     for j in range(3):  # slot j's P picks the data token t_{s+j+1} with u_{s+j+1}
-        picked = pick(u[:, :, j + 1], probs[:, :, j])
+        picked = pick(u[:, :, j + 1], probs[:, :, j], order)
         assert torch.equal(picked[slots.valid[:, :, j]], slots.targets[:, :, j][slots.valid[:, :, j]])
 
 

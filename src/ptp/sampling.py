@@ -4,9 +4,11 @@ Terms and notation (the paper's):
 - z: raw logits of one position, shape [..., V].
 - P, Q: *processed* distributions (temperature, then top-k, then top-p, renormalised). P is the
   drafter's, Q the teacher's.
-- F: the CDF of a processed distribution over token ids in ascending order, F_j = sum_{l<=j} P_l.
-- u: an auxiliary random number in [0, 1). ``pick(u, P) = min{j : F_j > u}``; token t owns the
-  interval ``[F_{t-1}, F_t)``.
+- F: the CDF of a processed distribution, summed over the tokens in the config's *CDF order*.
+  ``order="id"`` (the paper's): ascending token id, F_j = sum_{l<=j} P_l. ``order="argmax"``: the
+  most likely token first, then the rest in ascending id order (see ``CDF_ORDERS``).
+- u: an auxiliary random number in [0, 1). ``pick(u, P)`` returns the token whose interval of F
+  contains u; token t owns ``[F_before(t), F_before(t) + P_t)``.
 
 These are pure functions: no module state, no hidden RNG. Pregeneration, training, verification and
 the tests all call them.
@@ -22,6 +24,17 @@ import torch
 # Processed distributions are computed at float32 at least (float64 stays float64).
 MIN_CDF_DTYPE = torch.float32
 
+# The order in which tokens are laid out along [0, 1) before inverse-CDF sampling. Any order gives
+# exact samples of P; it only changes *which* u picks which token, i.e. what a drafter must learn.
+# - "id": ascending token id (the paper). The drafter must locate u among id-ordered bins.
+# - "argmax": the most likely token first (ties to the lowest id), then the others in ascending id
+#   order. u < max P then means "the teacher's most likely token": the mapping a drafter learns first.
+#   Only the argmax moves, so a tiny numerical difference between two forwards can change the layout
+#   only when the top two probabilities tie to ~1e-7 (the same rarity class as a u on a bin edge).
+# - "sorted": every token by descending probability (ties to the lowest id). Easiest to learn, but any
+#   near-tie among kept tokens can reorder the layout between two forwards.
+CDF_ORDERS = ("id", "argmax", "sorted")
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -30,6 +43,7 @@ class SamplingConfig:
     temperature: float = 1.0  # 0 means greedy (one-hot on the argmax, ties to the lowest id)
     top_k: int = 0  # keep the k most likely tokens; 0 disables the filter
     top_p: float = 1.0  # keep the smallest most-likely set with mass >= top_p; 1.0 disables it
+    order: str = "id"  # CDF layout along [0, 1): "id" (the paper's), "argmax" (most likely first), "sorted"
 
     def __post_init__(self) -> None:
         t = self.temperature
@@ -41,20 +55,27 @@ class SamplingConfig:
         p = self.top_p
         if isinstance(p, bool) or not isinstance(p, int | float) or not (0.0 < p <= 1.0):
             raise ValueError(f"top_p must be in (0, 1] (1 = off), got {p!r}")
+        if self.order not in CDF_ORDERS:
+            raise ValueError(f"order must be one of {CDF_ORDERS}, got {self.order!r}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    def same_distribution(self, other: SamplingConfig) -> bool:
+        """Whether both configs process logits into the same distribution (the CDF order aside)."""
+        return (self.temperature, self.top_k, self.top_p) == (other.temperature, other.top_k, other.top_p)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> SamplingConfig:
-        unknown = set(data) - {"temperature", "top_k", "top_p"}
+        """Inverse of ``to_dict``. A dict without ``order`` was written before orders existed: "id"."""
+        unknown = set(data) - {"temperature", "top_k", "top_p", "order"}
         if unknown:
             raise ValueError(f"unknown SamplingConfig fields: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**{"order": "id", **data})
 
 
 def process(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
@@ -97,39 +118,63 @@ def _check_u(u: torch.Tensor) -> None:
 
 
 def _last_positive(probs: torch.Tensor) -> torch.Tensor:
-    """Index of the last token with positive mass, [...]."""
+    """Index of the last entry with positive mass, [...]."""
     vocab = probs.shape[-1]
     return vocab - 1 - (probs > 0).flip(-1).to(torch.int8).argmax(-1)
 
 
-def pick(u: torch.Tensor | float, probs: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF sampling: ``min{j : F_j > u}`` for u [...] and probs [..., V]; returns token ids [...].
+def _check_order(order: str) -> None:
+    if order not in CDF_ORDERS:
+        raise ValueError(f"order must be one of {CDF_ORDERS}, got {order!r}")
 
-    If rounding leaves F_V <= u, the last token with positive mass is returned, so zero-probability
-    tokens are never picked.
+
+def _layout(probs: torch.Tensor, order: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(probs in CDF order [..., V], token id at each CDF position [..., V] or None for id order)."""
+    _check_order(order)
+    if order == "id":
+        return probs, None
+    if order == "sorted":
+        ids = torch.sort(probs, dim=-1, descending=True, stable=True).indices  # [..., V]
+        return probs.gather(-1, ids), ids
+    top = probs.argmax(-1, keepdim=True)  # [..., 1]; the first maximum: ties go to the lowest id
+    rest = torch.arange(probs.shape[-1] - 1, device=probs.device)  # positions 1.. hold the other ids
+    rest = rest + (rest >= top)  # [..., V-1]: ascending ids, skipping the argmax
+    ids = torch.cat([top, rest], -1)  # [..., V]
+    return probs.gather(-1, ids), ids
+
+
+def pick(u: torch.Tensor | float, probs: torch.Tensor, order: str = "id") -> torch.Tensor:
+    """Inverse-CDF sampling for u [...] and probs [..., V]: the token whose interval contains u [...].
+
+    Intervals are laid out in ``order`` (see ``CDF_ORDERS``). If rounding leaves F_V <= u, the last
+    token with positive mass in that layout is returned, so zero-probability tokens are never picked.
     """
     u = torch.as_tensor(u, device=probs.device)
     _check_u(u)
-    cdf = probs.cumsum(-1)  # [..., V]
+    laid, ids = _layout(probs, order)
+    cdf = laid.cumsum(-1)  # [..., V]
     u = u.to(cdf.dtype).unsqueeze(-1)  # [..., 1]
-    tokens = (cdf <= u).sum(-1)  # count of j with F_j <= u == min{j : F_j > u}
-    return torch.minimum(tokens, _last_positive(probs))
+    index = (cdf <= u).sum(-1)  # count of positions with F <= u == first position with F > u
+    index = torch.minimum(index, _last_positive(laid))
+    return index if ids is None else ids.gather(-1, index.unsqueeze(-1)).squeeze(-1)
 
 
-def bin_edges(probs: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Interval ``[F_{t-1}, F_t)`` that token t owns, for probs [..., V] and tokens [...].
+def bin_edges(probs: torch.Tensor, tokens: torch.Tensor, order: str = "id") -> tuple[torch.Tensor, torch.Tensor]:
+    """Interval ``[left, right)`` of [0, 1) that token t owns, for probs [..., V] and tokens [...].
 
     The last token with positive mass owns everything up to 1, matching ``pick``'s rounding guard, so
     the intervals partition [0, 1). Returns (left, right), each [...].
     """
-    tokens = tokens.long()
-    cdf = probs.cumsum(-1)  # [..., V]
-    right = cdf.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    left = right - probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    # Use the CDF value of the previous id where it exists: exactly the edge pick() compares against.
-    prev = (tokens - 1).clamp(min=0)
-    left = torch.where(tokens > 0, cdf.gather(-1, prev.unsqueeze(-1)).squeeze(-1), torch.zeros_like(left))
-    right = torch.where(tokens == _last_positive(probs), torch.ones_like(right), right)
+    laid, ids = _layout(probs, order)
+    index = tokens.long()
+    if ids is not None:  # CDF position of each token
+        index = (ids == index.unsqueeze(-1)).to(torch.int8).argmax(-1)
+    cdf = laid.cumsum(-1)  # [..., V]
+    right = cdf.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    # Use the CDF value of the previous position: exactly the edge pick() compares against.
+    prev = (index - 1).clamp(min=0)
+    left = torch.where(index > 0, cdf.gather(-1, prev.unsqueeze(-1)).squeeze(-1), torch.zeros_like(right))
+    right = torch.where(index == _last_positive(laid), torch.ones_like(right), right)
     return left, right
 
 

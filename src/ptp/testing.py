@@ -6,6 +6,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from ptp.model import PTPModel
+from ptp.sampling import SamplingConfig
 
 TINY_VOCAB = 48
 FAMILIES = ("llama", "qwen2", "gpt2")
@@ -59,7 +60,7 @@ CODE_SNIPPETS = (
 )
 
 
-def tiny_checkpoint(directory, mode: str = "o-ptp", seed: int = 0, texts=CODE_SNIPPETS):
+def tiny_checkpoint(directory, mode: str = "o-ptp", seed: int = 0, texts=CODE_SNIPPETS, order: str = "id"):
     """A complete loadable PTP checkpoint: byte-level BPE tokenizer, tiny Llama teacher in teacher/,
     random adapters, and a prompts.jsonl. Returns the tokenizer."""
     import json
@@ -72,7 +73,7 @@ def tiny_checkpoint(directory, mode: str = "o-ptp", seed: int = 0, texts=CODE_SN
     teacher = tiny_teacher("llama", seed)
     teacher.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     teacher.config.eos_token_id = tokenizer.eos_token_id
-    model = PTPModel.from_teacher(teacher, mode=mode, lora_rank=4, window=8)
+    model = PTPModel.from_teacher(teacher, mode=mode, lora_rank=4, window=8, sampling=SamplingConfig(order=order))
     randomize_adapters(model, seed + 1)
     model.save_pretrained(out, include_teacher=True)
     tokenizer.save_pretrained(out)

@@ -7,7 +7,7 @@ import hashlib
 import json
 import platform
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -73,8 +73,8 @@ class MethodSummary:
         return self.tokens / self.teacher_calls if self.teacher_calls else 0.0
 
 
-def build_methods(cfg: BenchConfig) -> dict:
-    """Instantiate each requested method once."""
+def build_methods(cfg: BenchConfig) -> tuple[dict, str]:
+    """Instantiate each requested method once; also return the model's CDF order (see ``run_bench``)."""
     model = PTPModel.from_pretrained(cfg.model_dir).to(cfg.device).eval()
     eos = list(cfg.eos_ids)
     methods = {}
@@ -92,14 +92,17 @@ def build_methods(cfg: BenchConfig) -> dict:
         elif name == "sps":
             draft = ptp.model.load_teacher(cfg.draft_model_dir).to(cfg.device).eval()
             methods[name] = HFMethod(copy.deepcopy(teacher), eos, assistant=draft)
-    return methods
+    return methods, model.cfg.sampling.order
 
 
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> dict:
     """Run every method on every prompt (interleaved), per sampling config; return the JSON record."""
-    methods = build_methods(cfg)
+    methods, order = build_methods(cfg)
     record = {"config": _config_record(cfg), "environment": environment(cfg), "results": []}
     for sampling in cfg.samplings:
+        # Every PTP method samples in the CDF order the benchmarked drafter was trained in, so their
+        # outputs can be compared token for token with ``ar`` (HF methods draw their own randomness).
+        sampling = replace(sampling, order=order)
         summaries = {name: MethodSummary(name) for name in methods}
         for _, ids in cfg.prompts[: cfg.warmup]:
             for method in methods.values():

@@ -25,9 +25,10 @@ def add_sampling_args(parser: argparse.ArgumentParser, defaults: SamplingConfig 
 
 
 def sampling_from_args(args: argparse.Namespace, fallback: SamplingConfig) -> SamplingConfig:
-    """A SamplingConfig from the parsed flags, taking unset ones from ``fallback``."""
+    """A SamplingConfig from the parsed flags, taking unset ones (and the CDF order) from ``fallback``."""
     return SamplingConfig(
         temperature=fallback.temperature if args.temperature is None else args.temperature,
         top_k=fallback.top_k if args.top_k is None else args.top_k,
         top_p=fallback.top_p if args.top_p is None else args.top_p,
+        order=fallback.order,
     )

@@ -84,7 +84,7 @@ def sample_rows(model: PreTrainedModel, prompts: Sequence[Sequence[int]], seeds:
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     new = []
     for g in range(cfg.max_new_tokens):
-        t = pick(u[:, g], process(logits, cfg.sampling))  # [B]
+        t = pick(u[:, g], process(logits, cfg.sampling), cfg.sampling.order)  # [B]
         new.append(t)
         if cfg.eos_token_id is not None:
             done |= t == cfg.eos_token_id

@@ -34,14 +34,15 @@ class Drafter(Protocol):
 class PTPDrafter:
     """The model's own drafts: argmax for O-PTP/MTP, pick(u, P) for C-PTP."""
 
-    def __init__(self, model: PTPModel) -> None:
+    def __init__(self, model: PTPModel, order: str = "id") -> None:
         self.categorical = not model.cfg.slot_sees_own_u
+        self.order = order  # the CDF order C-PTP drafts are picked in: the decoding sampling's
 
     def propose(self, slot_logits, anchor, context, ustream) -> Draft:
         probs = torch.softmax(slot_logits.float(), dim=-1)  # [b, V]
         if self.categorical:
             u = ustream.take(anchor + 1, slot_logits.shape[0]).to(probs.device)
-            tokens = pick(u, probs)
+            tokens = pick(u, probs, self.order)
             return Draft(anchor + 1, tokens, probs.gather(-1, tokens[:, None])[:, 0])
         confidence, tokens = probs.max(-1)
         return Draft(anchor, tokens, confidence)
@@ -67,7 +68,7 @@ class OracleDrafter:
         seq = list(context)
         for index in range(anchor, first + n):
             logits = self.teacher(torch.tensor([seq], device=self.teacher.device)).logits[0, -1]
-            seq.append(int(pick(ustream.take(index, 1)[0], process(logits, self.sampling))))
+            seq.append(int(pick(ustream.take(index, 1)[0], process(logits, self.sampling), self.sampling.order)))
         tokens = torch.tensor(seq[prompt_len + first :])
         vocab = slot_logits.shape[-1]
         wrong = torch.rand(n, generator=self._rng) < self.error_rate

@@ -72,7 +72,7 @@ def _draft_verify_step(s: _State) -> tuple[Verdict, int]:
     crop_cache(s.cache, s.cache_len)
     drafts: list[int] = []
     if anchor_shift:  # C-PTP: the first draft is the teacher's own pick from the pending row
-        drafts.append(int(pick(s.ustream.take(n, 1)[0], process(call.window[0], s.sampling))))
+        drafts.append(int(pick(s.ustream.take(n, 1)[0], process(call.window[0], s.sampling), s.sampling.order)))
     if slots:
         drafts += s.drafter.propose(call.groups[0], n, s.context, s.ustream).tokens.tolist()
     drafts = drafts[: s.room(s.cache_len + 1)]
@@ -169,7 +169,7 @@ def decode(
         max_total=max_positions - len(prompt) + 1,
     )
     state = _State(
-        model, cfg, sampling, drafter or PTPDrafter(model), UStream(seed),
+        model, cfg, sampling, drafter or PTPDrafter(model, sampling.order), UStream(seed),
         DynamicCache(config=model.teacher.config), list(prompt), len(prompt), max_positions,
     )
     return _run(state, stops)

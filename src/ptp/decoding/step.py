@@ -64,7 +64,7 @@ def verify(
     sampling: SamplingConfig,
 ) -> Verdict:
     """Teacher picks with the drafts' own u's; accept the longest matching prefix plus one token."""
-    teacher = pick(u, process(window_logits, sampling))  # [m + 1]
+    teacher = pick(u, process(window_logits, sampling), sampling.order)  # [m + 1]
     m = len(drafts)
     if m == 0:
         return Verdict(accepted=0, tokens=[int(teacher[0])])

@@ -148,7 +148,7 @@ def _sampling(body: dict, default: SamplingConfig) -> SamplingConfig:
             SamplingConfig(**{name: value})
         except ValueError as err:
             raise invalid(name, str(err)) from None
-    return SamplingConfig(**values)
+    return SamplingConfig(**values, order=default.order)  # the order the model was distilled in
 
 
 def _integer(body: dict, name: str, default: int, low: int, high: int | None) -> int:

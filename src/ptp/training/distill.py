@@ -68,11 +68,11 @@ def distill_step(model, base: PTPModel, batch: PackedBatch, cfg: DistillConfig,
     slots = slot_inputs(batch, windows, teacher)
     u = slots.u
     if cfg.objective == "inverse-ar":
-        u = inverse_ar_us(base, batch, windows, slots.u[:, :, 0], slots.targets, teacher.cache)
+        u = inverse_ar_us(base, batch, windows, slots.u[:, :, 0], slots.targets, teacher.cache, sampling.order)
     logits = window_pass(model, batch, windows, u, teacher.cache)  # [B, N, L, V]
     per_slot = slot_losses(cfg.objective, logits, slots, windows, teacher.q)
     with torch.no_grad():
-        right = (slot_predictions(cfg.objective, logits, slots.u_next) == slots.targets) & slots.valid
+        right = (slot_predictions(cfg.objective, logits, slots.u_next, sampling.order) == slots.targets) & slots.valid
     return StepOutput(per_slot.sum(), slots.valid.sum().float(), right.sum().float(), batch.num_tokens)
 
 
@@ -89,12 +89,12 @@ def eval_counts(base: PTPModel, batch: PackedBatch, cfg: DistillConfig, sampling
     logits = window_pass(base, batch, windows, slots.u, teacher.cache)
     crop_cache(teacher.cache, batch.tokens.shape[1])
     loss = slot_losses(cfg.objective, logits, slots, windows, teacher.q)
-    right = (slot_predictions(cfg.objective, logits, slots.u_next) == slots.targets) & slots.valid
+    right = (slot_predictions(cfg.objective, logits, slots.u_next, sampling.order) == slots.targets) & slots.valid
     full = slots.valid.all(-1)  # [B, N]: windows whose L slots all have targets
     leading = right.to(torch.int64).cumprod(-1).sum(-1)[full]  # [W]
     hist = torch.bincount(leading, minlength=length + 1).double()
     if cfg.objective == "inverse-ar":  # the model's own likelihood: u's from its own CDFs
-        u = inverse_ar_us(base, batch, windows, slots.u[:, :, 0], slots.targets, teacher.cache)
+        u = inverse_ar_us(base, batch, windows, slots.u[:, :, 0], slots.targets, teacher.cache, sampling.order)
         logits = window_pass(base, batch, windows, u, teacher.cache)
     logp = torch.log_softmax(logits.float(), -1).gather(-1, slots.targets[..., None]).squeeze(-1)
     rows = (windows.targets - 1).clamp(min=0)  # teacher row predicting each target

@@ -77,7 +77,7 @@ def teacher_pass(base: PTPModel, batch: PackedBatch, sampling: SamplingConfig) -
     out = base(tokens, torch.zeros(tokens.shape, device=tokens.device), no_slots, batch.positions,
                attention_mask=document_mask(batch.doc_ids), cache=cache)
     q = process(out.logits, sampling)  # [B, S, V] float32
-    left, right = token_intervals(q, tokens)
+    left, right = token_intervals(q, tokens, sampling.order)
     return TeacherPass(cache, q, left, right)
 
 
@@ -129,16 +129,16 @@ def slot_losses(objective: str, logits: torch.Tensor, slots: SlotInputs, windows
     return torch.where(slots.valid, per_slot, torch.zeros_like(per_slot))
 
 
-def slot_predictions(objective: str, logits: torch.Tensor, u_next: torch.Tensor) -> torch.Tensor:
+def slot_predictions(objective: str, logits: torch.Tensor, u_next: torch.Tensor, order: str = "id") -> torch.Tensor:
     """Draft tokens [B, N, L]: argmax (O-PTP, MTP) or pick(u_{k}, softmax) (C-PTP), as decoding does."""
     if layout_shift(objective) == 0:
         return logits.argmax(-1)
-    return pick(u_next, torch.softmax(logits.float(), dim=-1))
+    return pick(u_next, torch.softmax(logits.float(), dim=-1), order)
 
 
 @torch.no_grad()
 def inverse_ar_us(base: PTPModel, batch: PackedBatch, windows: Windows, u_first: torch.Tensor,
-                  targets: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+                  targets: torch.Tensor, cache: DynamicCache, order: str = "id") -> torch.Tensor:
     """u_s .. u_{s+L-1} [B, N, L] found from the model's own CDFs, one incremental slot pass per j.
 
     u_first [B, N] is u_s (from the frozen base row s - 1). Slot j (carrying u_{s+j}) gives P_j, the
@@ -158,7 +158,7 @@ def inverse_ar_us(base: PTPModel, batch: PackedBatch, windows: Windows, u_first:
         tokens = torch.zeros(b, n, dtype=torch.long, device=device)
         logits = base(tokens, us[-1], torch.ones_like(tokens, dtype=torch.bool), positions[:, :, j],
                       attention_mask=mask, cache=cache).logits  # [B, N, V]
-        left, right = bin_edges(torch.softmax(logits.float(), dim=-1), targets[:, :, j])
+        left, right = bin_edges(torch.softmax(logits.float(), dim=-1), targets[:, :, j], order)
         us.append(u_in_interval(left, right, windows.z[:, :, j + 1].to(left.dtype)))
     crop_cache(cache, context)
     return torch.stack(us, dim=-1)

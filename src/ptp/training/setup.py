@@ -1,13 +1,15 @@
 """Building training tasks from configs: data sources, the stored SamplingConfig, models.
 
 The SamplingConfig a drafter is trained at is the one its data was sampled under (the shard
-manifest's, for teacher samples); a different one in the config is an error, never silently used.
-For plain documents it is the config's (default: temperature 1, no truncation).
+manifest's, for teacher samples); a different temperature, top-k or top-p in the config is an error,
+never silently used. For plain documents it is the config's (default: temperature 1, no truncation).
+The CDF order is the config's (default ``SamplingConfig().order``), whatever order the samples were
+drawn in: the order only decides which u maps to which token, and samples are valid under any.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -71,10 +73,10 @@ def resolve_sampling(manifest: dict, requested: SamplingConfig | None) -> Sampli
     stored = manifest.get("sampling")
     if manifest.get("kind") == "teacher-samples" and stored is not None:
         stored_cfg = SamplingConfig.from_dict(stored)
-        if requested is not None and requested != stored_cfg:
+        if requested is not None and not requested.same_distribution(stored_cfg):
             raise ValueError(f"sampling {requested} differs from the config the data was sampled under "
                              f"({stored_cfg}); a drafter must be trained at its data's sampling")
-        return stored_cfg
+        return requested or replace(stored_cfg, order=SamplingConfig().order)
     return requested or SamplingConfig()
 
 

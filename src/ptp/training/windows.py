@@ -92,12 +92,13 @@ def slot_positions(batch: PackedBatch, windows: Windows) -> torch.Tensor:
     return start_pos[:, :, None] + j[None, None, :] + windows.shift - 1
 
 
-def token_intervals(q: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def token_intervals(q: torch.Tensor, tokens: torch.Tensor, order: str = "id") -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher interval [left, right) of every token t_k under Q_k (teacher row k - 1): [B, S] each.
 
-    q: [B, S, V] processed teacher distributions (row i predicts token i + 1). Index 0 gets [0, 1).
+    q: [B, S, V] processed teacher distributions (row i predicts token i + 1), laid out in the sampling's
+    CDF ``order``. Index 0 gets [0, 1).
     """
-    left, right = bin_edges(q[:, :-1], tokens[:, 1:])  # [B, S-1]
+    left, right = bin_edges(q[:, :-1], tokens[:, 1:], order)  # [B, S-1]
     zero = torch.zeros_like(left[:, :1])
     return torch.cat([zero, left], 1), torch.cat([zero + 1, right], 1)
 
