@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from ptp.attention import mask_for
 from ptp.checkpoint import fingerprint, mismatch_message
 from ptp.embedding import FEATURE_MAPS, UEmbedding
 from ptp.lora import GatedLora, LoraConfig, SlotGate
@@ -251,7 +252,7 @@ class PTPModel(nn.Module):
             raise ValueError("a call with u-slots needs an explicit attention_mask")
         embeds = self.embed(tokens, u, is_slot)
         if attention_mask is not None and attention_mask.dtype == torch.bool:
-            attention_mask = additive_mask(attention_mask, embeds.dtype)
+            attention_mask = mask_for(self.teacher, attention_mask, embeds.dtype)
         with self.gate.open(is_slot):
             return self.teacher(
                 inputs_embeds=embeds,
@@ -261,12 +262,6 @@ class PTPModel(nn.Module):
                 use_cache=cache is not None,
                 logits_to_keep=logits_to_keep,
             )
-
-
-def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Bool mask (True = attend) -> additive float mask (0 / finfo.min); right for sdpa and eager."""
-    zeros = torch.zeros((), dtype=dtype, device=allowed.device)
-    return torch.where(allowed, zeros, torch.finfo(dtype).min)
 
 
 def _source_name(teacher: PreTrainedModel) -> str | None:

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from transformers import PreTrainedModel
 
+from ptp.attention import ATTENTION_BACKENDS, resolve_backend, set_backend
 from ptp.training.checkpoint import (
     BEST,
     latest_checkpoint,
@@ -71,12 +73,15 @@ class TrainConfig:
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never
     max_minutes: float = 0.0  # stop after this much training time (over resumes; cosine ends here too); 0 = none
     mixed_precision: str = "auto"  # auto: bf16 on CUDA, none on CPU; or no / bf16 / fp16
+    attention: str = "auto"  # auto: flex_attention on CUDA (Llama-like teachers), sdpa otherwise; or sdpa / flex
     resume: bool = False  # continue from out_dir/last if it exists
     tensorboard: bool = True  # also log to out_dir/tensorboard when tensorboard is installed
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention must be one of {ATTENTION_BACKENDS}, got {self.attention!r}")
         for name in ("max_steps", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -174,6 +179,9 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
     acc = accelerator or make_accelerator(cfg)
     run_dir = Path(cfg.out_dir)
     model = task.trainable().to(acc.device)
+    hf_model = getattr(model, "teacher", model)  # the Hugging Face network (a PTPModel wraps its teacher)
+    if isinstance(hf_model, PreTrainedModel):
+        set_backend(hf_model, resolve_backend(cfg.attention, hf_model, acc.device))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=(optim.beta1, optim.beta2),
                                   weight_decay=optim.weight_decay)

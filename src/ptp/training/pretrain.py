@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from ptp.attention import mask_for
 from ptp.masks import document_mask
 from ptp.training.packing import DataPosition, PackedBatch, PackingConfig, SequenceSource, pack
 from ptp.training.types import EvalResult, StepOutput
@@ -78,8 +79,9 @@ def build_teacher(cfg: TeacherConfig, vocab_size: int, bos: int | None, eos: int
 
 def lm_step(model, batch: PackedBatch) -> StepOutput:
     """Summed next-token cross-entropy inside documents (token i is predicted by row i - 1)."""
-    out = model(input_ids=batch.tokens, attention_mask=document_mask(batch.doc_ids),
-                position_ids=batch.positions, use_cache=False)
+    hf_model = getattr(model, "module", model)  # unwrapped from DDP: its config names the attention backend
+    mask = mask_for(hf_model, document_mask(batch.doc_ids), hf_model.dtype)
+    out = model(input_ids=batch.tokens, attention_mask=mask, position_ids=batch.positions, use_cache=False)
     logits = out.logits[:, :-1]  # [B, S-1, V]
     targets = batch.tokens[:, 1:]
     valid = batch.target_ok[:, 1:]
