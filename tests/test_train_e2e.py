@@ -123,6 +123,17 @@ def test_training_picks_its_cdf_order_whatever_the_data_was_sampled_in():
         resolve_sampling(manifest, SamplingConfig(temperature=0.7, top_k=40, top_p=0.95, order="sorted"))
 
 
+def test_overrides_fill_a_null_section(tmp_path, capsys):
+    """`sampling: null` in the YAML (use the data's) still takes `sampling.KEY=VALUE` overrides."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  teacher: t\ndata:\n  train: d\nsampling: null\ntrain:\n  max_steps: 3\n")
+    assert cli_main(["train", "--config", str(cfg), "--print-config", "sampling.order=sorted",
+                     "sampling.temperature=0.7", "train.attention=sdpa"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["sampling"]["order"] == "sorted" and printed["sampling"]["temperature"] == 0.7
+    assert printed["train"]["max_steps"] == 3 and printed["train"]["attention"] == "sdpa"
+
+
 def test_resume_after_sigkill_continues_the_same_run(setup):
     root, cfg = setup
     steps = 30

@@ -58,7 +58,9 @@ def read_config(args: argparse.Namespace) -> dict:
         node = data
         *parents, leaf = key.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or `section: null` in the YAML (its defaults)
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ValueError(f"override {key!r}: {part!r} is not a section")
         node[leaf] = yaml.safe_load(value) if value else None
