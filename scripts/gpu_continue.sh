@@ -6,9 +6,11 @@
 # Dry run on a CPU:    BENCH_FIRST=0 DEVICE=cpu PREGEN_PROMPTS=16 DISTILL_MINUTES=0.2 DISTILL_ROWS=2 BENCH_PROMPTS=1 ...
 # Stages, each archived into OUT as soon as it is done (a lease cut short still returns them):
 #   1. scripts/gpu_bench.sh on the bundled model (the GPU speedup figure)            -> OUT/before
-#   2. teacher samples from train contexts (and val contexts for validation)
-#   3. distillation runs side by side on the GPU, DISTILL_MINUTES each, flex_attention (train.attention
-#      =auto); RUNS lists them as INIT:ORDER, INIT = continue (from the bundled drafter, model.init_from)
+#   2. scripts/check_flex_cuda.py: flex_attention vs sdpa training step (gradients, time, memory);
+#      if flex fails or disagrees, the runs below use sdpa                            -> OUT/flex
+#      then teacher samples from train contexts (and val contexts for validation)
+#   3. distillation runs side by side on the GPU, DISTILL_MINUTES each, flex_attention when the
+#      check passed; RUNS lists them as INIT:ORDER, INIT = continue (from the bundled drafter, model.init_from)
 #      or scratch, ORDER = the CDF order (sampling.order). The default continues the bundled drafter
 #      and compares the id and sorted orders from scratch at equal budget       -> OUT/<init>-<order>
 #   4. export each drafter and benchmark ar / pqd with it on the GPU             -> OUT/<init>-<order>
@@ -38,7 +40,11 @@ if [ "${BENCH_FIRST:-1}" = 1 ]; then
   OUT=$OUT/before PTP="$PTP" BUDGET=${BUDGET:-16} PROMPTS=$BENCH_PROMPTS bash scripts/gpu_bench.sh
 fi
 
-stage "2. teacher samples"
+stage "2. flex_attention check, then teacher samples"
+ATTENTION=${ATTENTION:-auto}
+if [ "$ATTENTION" = auto ] && ! $PY scripts/check_flex_cuda.py $OUT/flex; then
+  echo "flex_attention check failed: distilling with sdpa"; ATTENTION=sdpa
+fi
 $PTP pregenerate --teacher $BUNDLED/teacher --tokenizer $BUNDLED --prompts $DATA/shards/train --prompt-tokens 96 \
   --max-prompts $PREGEN_PROMPTS --completions 2 --max-new-tokens 128 $SAMPLING --batch-size 512 \
   --prompts-per-shard 5000 --device $DEVICE --quiet --out $WORK/samples/train || exit 1
@@ -57,7 +63,7 @@ for run in $RUNS; do
     sampling.temperature=0.7 sampling.top_k=50 sampling.top_p=0.95 sampling.order=$order \
     packing.rows=$DISTILL_ROWS optim.lr=${LR:-2e-3} optim.schedule=cosine optim.warmup_steps=50 \
     train.max_minutes=$DISTILL_MINUTES train.max_steps=100000 train.eval_every=200 train.save_every=0 \
-    train.log_every=50 train.tensorboard=false train.attention=auto train.out_dir=$WORK/$name \
+    train.log_every=50 train.tensorboard=false train.attention=$ATTENTION train.out_dir=$WORK/$name \
     > $OUT/train-$name.log 2>&1 &
   pids+=($!)
 done
