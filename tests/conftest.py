@@ -14,15 +14,17 @@ VOCAB = TINY_VOCAB
 
 
 @functools.cache
-def _cached_ptp(family: str, mode: str, seed: int, sharpness: float, window: int) -> ptp.PTPModel:
-    model = ptp.PTPModel.from_teacher(tiny_teacher(family, seed, sharpness), mode=mode, lora_rank=4, window=window)
+def _cached_ptp(family: str, mode: str, seed: int, sharpness: float, window: int,
+                first_slot_token: bool) -> ptp.PTPModel:
+    model = ptp.PTPModel.from_teacher(tiny_teacher(family, seed, sharpness), mode=mode, lora_rank=4, window=window,
+                                      first_slot_token=first_slot_token)
     randomize_adapters(model, seed)
     return model.eval()
 
 
-def ptp_model(family="llama", mode="o-ptp", seed=0, sharpness=1.0, window=8) -> ptp.PTPModel:
+def ptp_model(family="llama", mode="o-ptp", seed=0, sharpness=1.0, window=8, first_slot_token=False) -> ptp.PTPModel:
     """A cached PTP model with random adapters (do not mutate it in tests)."""
-    return _cached_ptp(family, mode, seed, sharpness, window)
+    return _cached_ptp(family, mode, seed, sharpness, window, first_slot_token)
 
 
 @pytest.fixture

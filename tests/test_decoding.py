@@ -36,10 +36,11 @@ def run(model, prompt, n, sampling, seed, method, **kw):
     budget=st.integers(1, 24),
     seed=st.integers(0, 2**31 - 1),
     order=st.sampled_from(CDF_ORDERS),
+    first_slot_token=st.booleans(),
 )
 def test_draft_verify_and_pqd_equal_ar(family, mode, sampling, sharpness, drafter, prompt_len, max_new, budget, seed,
-                                       order):
-    model = ptp_model(family, mode, sharpness=sharpness)
+                                       order, first_slot_token):
+    model = ptp_model(family, mode, sharpness=sharpness, first_slot_token=first_slot_token and mode != "c-ptp")
     cfg = replace(SAMPLINGS[sampling], order=order)
     prompt = torch.randint(48, (prompt_len,), generator=torch.Generator().manual_seed(seed))
     ref = run(model, prompt, max_new, cfg, seed, "ar")

@@ -9,8 +9,9 @@ from ptp.masks import step_mask, step_positions
 from ptp.testing import FAMILIES, randomize_adapters, tiny_teacher
 
 
-def reference_step_mask(cache_len, window_len, sizes):
-    """Loop-built reference from the definition in ptp.masks."""
+def reference_step_mask(cache_len, window_len, sizes, first_slot_token=False):
+    """Loop-built reference from the definition in ptp.masks (first_slot_token: the group's first slot
+    replaces window row d, so the group sees rows < d)."""
     rows = [("w", j, None) for j in range(window_len)]
     rows += [("g", i, d) for d, b in enumerate(sizes) for i in range(b)]
     q = len(rows)
@@ -24,16 +25,17 @@ def reference_step_mask(cache_len, window_len, sizes):
             if kind == "w":
                 out[r, k] = kind2 == "w" and i2 <= i
             else:
-                out[r, k] = (kind2 == "w" and i2 <= d) or (kind2 == "g" and d2 == d and i2 <= i)
+                last_row = d - 1 if first_slot_token else d
+                out[r, k] = (kind2 == "w" and i2 <= last_row) or (kind2 == "g" and d2 == d and i2 <= i)
     return out
 
 
 @settings(max_examples=100, deadline=None)
-@given(cache_len=st.integers(0, 6), window_len=st.integers(1, 5), data=st.data())
-def test_step_mask_matches_reference(cache_len, window_len, data):
+@given(cache_len=st.integers(0, 6), window_len=st.integers(1, 5), first_slot_token=st.booleans(), data=st.data())
+def test_step_mask_matches_reference(cache_len, window_len, first_slot_token, data):
     sizes = data.draw(st.lists(st.integers(0, 4), min_size=0, max_size=window_len))
-    got = step_mask(cache_len, window_len, sizes)[0, 0]
-    assert torch.equal(got, reference_step_mask(cache_len, window_len, sizes))
+    got = step_mask(cache_len, window_len, sizes, first_slot_token=first_slot_token)[0, 0]
+    assert torch.equal(got, reference_step_mask(cache_len, window_len, sizes, first_slot_token))
 
 
 def test_step_positions_follow_the_slot_convention():

@@ -6,7 +6,8 @@ import torch
 from transformers import DynamicCache
 
 import ptp
-from ptp.masks import PAD_DOC, document_mask, step_mask, step_positions, window_mask
+from ptp.decoding.step import run_call
+from ptp.masks import PAD_DOC, document_mask, window_mask
 from ptp.testing import randomize_adapters, tiny_teacher
 from ptp.training.objectives import crop_cache, layout_shift, teacher_pass, window_pass
 from ptp.training.packing import PackedBatch
@@ -34,8 +35,8 @@ def make_batch(doc_lens=((7, 9), (12,)), seq_len=18, prompt=1, seed=0) -> Packed
     return PackedBatch(tokens, doc_ids, positions, target_ok, torch.arange(b))
 
 
-def reference_window_mask(doc_ids, starts, q_slots, k_slots):
-    """Loop-built: slot (n, j) sees doc tokens < s_n of its document and slots (n, j' <= j)."""
+def reference_window_mask(doc_ids, starts, q_slots, k_slots, drop=0):
+    """Loop-built: slot (n, j) sees doc tokens < s_n - drop of its document and slots (n, j' <= j)."""
     b, s = doc_ids.shape
     q_win, q_idx = q_slots
     k_win, k_idx = k_slots
@@ -44,7 +45,7 @@ def reference_window_mask(doc_ids, starts, q_slots, k_slots):
         for q in range(len(q_win)):
             start = int(starts[r, q_win[q]])
             for k in range(s):
-                out[r, 0, q, k] = k < start and doc_ids[r, k] == doc_ids[r, start]
+                out[r, 0, q, k] = k < start - drop and doc_ids[r, k] == doc_ids[r, start]
             for k in range(len(k_win)):
                 out[r, 0, q, s + k] = k_win[k] == q_win[q] and k_idx[k] <= q_idx[q]
     return out
@@ -68,6 +69,8 @@ def test_window_mask_matches_loop_reference(length):
     layout = slot_layout(5, length)
     got = window_mask(batch.doc_ids, windows.starts, layout, layout)
     assert torch.equal(got, reference_window_mask(batch.doc_ids, windows.starts, layout, layout))
+    got = window_mask(batch.doc_ids, windows.starts, layout, layout, first_slot_token=True)
+    assert torch.equal(got, reference_window_mask(batch.doc_ids, windows.starts, layout, layout, drop=1))
     # An incremental layout (one slot index per call, as inverse-ar uses) against the same reference.
     keys = (layout[0].view(5, length).T.flatten(), layout[1].view(5, length).T.flatten())
     query = (torch.arange(5), torch.full((5,), length - 1))
@@ -97,8 +100,9 @@ def test_windows_start_on_predictable_tokens_and_are_reproducible():
                 assert bool(a.valid[r, n, j]) == ok
 
 
-def _model(mode, seed=0):
-    model = ptp.PTPModel.from_teacher(tiny_teacher("llama", seed), mode=mode, lora_rank=4, window=4)
+def _model(mode, seed=0, first_slot_token=False):
+    model = ptp.PTPModel.from_teacher(tiny_teacher("llama", seed), mode=mode, lora_rank=4, window=4,
+                                      first_slot_token=first_slot_token)
     randomize_adapters(model, seed)
     return model.eval()
 
@@ -106,7 +110,7 @@ def _model(mode, seed=0):
 def _window_logits(model, batch, windows, u, sampling):
     teacher = teacher_pass(model, batch, sampling)
     with torch.no_grad():
-        return window_pass(model, batch, windows, u, teacher.cache)
+        return window_pass(model, batch, windows, u, teacher.cache, model.cfg.first_slot_token)
 
 
 @pytest.mark.parametrize("objective", ["o-ptp", "c-ptp"])
@@ -141,10 +145,10 @@ def test_slot_sees_only_its_context_and_its_window(objective):
     assert per_slot[:2].max() < 1e-5 and per_slot[2:].min() > 1e-5
 
 
-@pytest.mark.parametrize("mode", ["o-ptp", "c-ptp"])
-def test_window_pass_equals_a_decoding_call(mode):
+@pytest.mark.parametrize(("mode", "first_slot_token"), [("o-ptp", False), ("c-ptp", False), ("o-ptp", True)])
+def test_window_pass_equals_a_decoding_call(mode, first_slot_token):
     """A training window at s gives the logits decoding computes for a group anchored at token s."""
-    model = _model(mode, seed=1)
+    model = _model(mode, seed=1, first_slot_token=first_slot_token)
     batch = make_batch(((8, 10),), seq_len=18)
     shift = 0 if mode == "o-ptp" else 1
     starts = torch.tensor([[4, 12]])
@@ -159,12 +163,39 @@ def test_window_pass_equals_a_decoding_call(mode):
         with torch.no_grad():
             model(context[:, :c], torch.zeros(1, c), torch.zeros(1, c, dtype=torch.bool),
                   torch.arange(c)[None], cache=cache)
-            tokens = torch.cat([context[:, c:], torch.zeros(1, 4, dtype=torch.long)], 1)
-            is_slot = torch.tensor([[False, True, True, True, True]])
-            us = torch.cat([torch.zeros(1, 1), u[:, n]], 1)
-            out = model(tokens, us, is_slot, step_positions(c, 1, [4], shift), attention_mask=step_mask(c, 1, [4]),
-                        cache=cache).logits
-        torch.testing.assert_close(logits[0, n], out[0, 1:], atol=1e-5, rtol=1e-5)
+            call = run_call(model, cache, context[0, c:].tolist(), [4], 0, FixedU(u[0, n]))
+        torch.testing.assert_close(logits[0, n], call.groups[0], atol=1e-5, rtol=1e-5)
+
+
+class FixedU:
+    """A u-stream stand-in: u of generated index i = given[i]."""
+
+    def __init__(self, given: torch.Tensor) -> None:
+        self.given = given
+
+    def take(self, first: int, n: int) -> torch.Tensor:
+        return self.given[first : first + n]
+
+
+def test_first_slot_token_starts_from_the_teachers_state():
+    """With zero adapters and a zero u-embedding, the first slot computes exactly the teacher's row s - 1."""
+    model = _model("o-ptp", first_slot_token=True)
+    for p in model.lora.parameters():
+        torch.nn.init.zeros_(p)
+    for p in model.u_embed.parameters():
+        torch.nn.init.zeros_(p)
+    batch = make_batch(((8, 10),), seq_len=18)
+    windows = choose_windows(batch, 3, 4, 0, 0.3, seed=0)
+    logits = _window_logits(model, batch, windows, torch.rand(1, 3, 4), model.cfg.sampling)
+    with torch.no_grad():
+        rows = model.teacher(batch.tokens, position_ids=batch.positions,
+                             attention_mask=document_mask(batch.doc_ids).float().log()).logits  # [1, S, V]
+    before = (windows.starts - 1)[0]
+    torch.testing.assert_close(logits[0, :, 0], rows[0, before], atol=1e-4, rtol=1e-4)
+    plain = _model("o-ptp")  # without it the first slot sees no token and differs
+    plain.load_state_dict(model.state_dict())
+    other = _window_logits(plain, batch, windows, torch.rand(1, 3, 4), plain.cfg.sampling)
+    assert (other[0, :, 0] - rows[0, before]).abs().max() > 1e-2
 
 
 def test_slot_positions_follow_the_decoding_convention():

@@ -6,6 +6,11 @@ A decoding call on top of a KV cache of C entries holds, in this order:
 - hypothesis groups d = 0..m of u-slots: group d assumes the first d drafts will be accepted, so it
   sees the cache, window rows 0..d and its own earlier slots (and itself).
 Groups never see each other. Masks are bool, True = may attend.
+
+With ``first_slot_token`` (a model option) the first slot of a group carries window row d's token at
+row d's position: it *replaces* that row for the group, so the group sees window rows 0..d-1 only (in
+training: a window at s sees its document's tokens before s - 1). With zero adapters the first slot
+then computes exactly the teacher's row.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from __future__ import annotations
 import torch
 
 
-def step_mask(cache_len: int, window_len: int, group_sizes: list[int], device=None) -> torch.Tensor:
+def step_mask(cache_len: int, window_len: int, group_sizes: list[int], device=None,
+              first_slot_token: bool = False) -> torch.Tensor:
     """Mask [1, 1, Q, cache_len + Q] for one call: window_len window rows then the groups."""
     q = window_len + sum(group_sizes)
     allowed = torch.zeros(q, cache_len + q, dtype=torch.bool, device=device)
@@ -26,7 +32,7 @@ def step_mask(cache_len: int, window_len: int, group_sizes: list[int], device=No
     for d, size in enumerate(group_sizes):
         if size == 0:
             continue
-        allowed[row : row + size, w0 : w0 + d + 1] = True
+        allowed[row : row + size, w0 : w0 + d + (0 if first_slot_token else 1)] = True
         start = cache_len + row
         allowed[row : row + size, start : start + size] = torch.tril(
             torch.ones(size, size, dtype=torch.bool, device=device)
@@ -73,6 +79,7 @@ def window_mask(
     starts: torch.Tensor,  # [B, N] row index s_n of window n's first token
     query_slots: tuple[torch.Tensor, torch.Tensor],  # (window [Q], slot index [Q]) of each query
     key_slots: tuple[torch.Tensor, torch.Tensor],  # (window [K], slot index [K]) of each cached/new slot key
+    first_slot_token: bool = False,  # the first slot replaces token s - 1: context ends before s - 1
 ) -> torch.Tensor:
     """Mask [B, 1, Q, S + K] for u-slot queries on top of the S context tokens and K slot keys.
 
@@ -86,7 +93,8 @@ def window_mask(
     q_start = starts[:, q_win]  # [B, Q]
     q_doc = doc_ids.gather(1, q_start)  # [B, Q]
     k_pos = torch.arange(s, device=doc_ids.device)
-    context = (doc_ids[:, None, :] == q_doc[:, :, None]) & (k_pos[None, None, :] < q_start[:, :, None])  # [B, Q, S]
+    end = q_start - int(first_slot_token)  # [B, Q]: first context row a slot may not see
+    context = (doc_ids[:, None, :] == q_doc[:, :, None]) & (k_pos[None, None, :] < end[:, :, None])  # [B, Q, S]
     own = (k_win[None, :] == q_win[:, None]) & (k_idx[None, :] <= q_idx[:, None])  # [Q, K]
     own = own[None].expand(doc_ids.shape[0], -1, -1)  # [B, Q, K]
     return torch.cat([context, own], dim=-1)[:, None]

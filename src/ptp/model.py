@@ -30,6 +30,7 @@ from ptp.sampling import SamplingConfig
 
 MODES = ("o-ptp", "c-ptp", "mtp")
 CONSTANT_U = 0.5  # the u every slot sees in mtp mode
+NO_TOKEN = -1  # token id given at u-slots that carry no token
 CONFIG_NAME = "ptp_config.json"
 WEIGHTS_NAME = "adapter.safetensors"
 TEACHER_SUBDIR = "teacher"
@@ -48,10 +49,17 @@ class PTPConfig:
     window: int = 16  # u-slots per training window; the longest draft a group may propose
     correct_hist: tuple[float, ...] = ()  # validation histogram of leading-correct counts (PQD uses it)
     slot_budget: int = 16  # default PQD u-slots per call (``ptp tune`` measures the best for a machine)
+    # The first u-slot of a window (or hypothesis group) also carries the embedding of the token before
+    # it. It sits at that token's position, so it starts from exactly the teacher's state there (O-PTP
+    # and MTP only: a C-PTP slot sits one position later).
+    first_slot_token: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.first_slot_token and self.mode == "c-ptp":
+            raise ValueError("first_slot_token needs mode o-ptp or mtp (a C-PTP slot does not sit on the "
+                             "position of the token before it)")
         if self.embedding not in FEATURE_MAPS:
             raise ValueError(f"embedding must be one of {sorted(FEATURE_MAPS)}, got {self.embedding!r}")
         for name in ("window", "slot_budget"):
@@ -73,6 +81,7 @@ class PTPConfig:
             "window": self.window,
             "correct_hist": list(self.correct_hist),
             "slot_budget": self.slot_budget,
+            "first_slot_token": self.first_slot_token,
         }
 
     @classmethod
@@ -85,6 +94,7 @@ class PTPConfig:
             window=data["window"],
             correct_hist=tuple(float(x) for x in data.get("correct_hist", ())),
             slot_budget=int(data.get("slot_budget", 16)),
+            first_slot_token=bool(data.get("first_slot_token", False)),
         )
 
 
@@ -129,6 +139,7 @@ class PTPModel(nn.Module):
         embedding: str = "binary",
         sampling: SamplingConfig | None = None,
         window: int = 16,
+        first_slot_token: bool = False,
     ) -> PTPModel:
         """Wrap a teacher (path, hub id or PreTrainedModel) with fresh adapters."""
         cfg = PTPConfig(
@@ -137,6 +148,7 @@ class PTPModel(nn.Module):
             lora=LoraConfig(rank=lora_rank, alpha=float(lora_alpha or lora_rank)),
             sampling=sampling or SamplingConfig(),
             window=window,
+            first_slot_token=first_slot_token,
         )
         return cls(load_teacher(teacher), cfg)
 
@@ -190,7 +202,7 @@ class PTPModel(nn.Module):
         src = Path(directory)
         meta = _read_config(src)
         theirs = PTPConfig.from_dict(meta["ptp"])
-        for name in ("mode", "embedding", "lora", "window"):
+        for name in ("mode", "embedding", "lora", "window", "first_slot_token"):
             if getattr(theirs, name) != getattr(self.cfg, name):
                 raise ValueError(f"{src} has {name}={getattr(theirs, name)!r}, this model "
                                  f"{getattr(self.cfg, name)!r}")
@@ -227,18 +239,24 @@ class PTPModel(nn.Module):
         return int(self.teacher.get_input_embeddings().weight.shape[0])
 
     def embed(self, tokens: torch.Tensor, u: torch.Tensor, is_slot: torch.Tensor) -> torch.Tensor:
-        """Input vectors [B, S, H]: token embeddings, replaced by u-embeddings where is_slot."""
-        token_vecs = self.teacher.get_input_embeddings()(tokens)  # [B, S, H]
+        """Input vectors [B, S, H]: token embeddings, replaced by u-embeddings where is_slot.
+
+        With ``first_slot_token``, a slot given a token id (not NO_TOKEN) adds that token's embedding.
+        """
+        token_vecs = self.teacher.get_input_embeddings()(tokens.clamp(min=0))  # [B, S, H]
         if not bool(is_slot.any()):
             return token_vecs
         if self.cfg.mode == "mtp":
             u = torch.full_like(u, CONSTANT_U)
         slot_vecs = self.u_embed(u.to(token_vecs.device)).to(token_vecs.dtype)  # [B, S, H]
+        if self.cfg.first_slot_token:
+            carries = (is_slot & (tokens != NO_TOKEN)).unsqueeze(-1)
+            slot_vecs = slot_vecs + torch.where(carries, token_vecs, torch.zeros_like(token_vecs))
         return torch.where(is_slot.unsqueeze(-1), slot_vecs, token_vecs)
 
     def forward(
         self,
-        tokens: torch.Tensor,  # [B, S] token ids (ignored at u-slots)
+        tokens: torch.Tensor,  # [B, S] token ids; at u-slots the token carried (first_slot_token) or NO_TOKEN
         u: torch.Tensor,  # [B, S] auxiliaries (ignored at token rows)
         is_slot: torch.Tensor,  # [B, S] bool
         position_ids: torch.Tensor,  # [B, S]

@@ -13,7 +13,7 @@ import torch
 
 from ptp.decoding.types import Verdict
 from ptp.masks import step_mask, step_positions
-from ptp.model import PTPModel
+from ptp.model import NO_TOKEN, PTPModel
 from ptp.sampling import SamplingConfig, pick, process
 from ptp.ustream import UStream
 
@@ -38,7 +38,9 @@ def run_call(
     cache_len = cache.get_seq_length()
     window_len, n_slots = len(window), sum(group_sizes)
     device = model.device
-    tokens = torch.tensor(window + [0] * n_slots, device=device)[None]  # [1, Q]
+    # Group d's first slot sits on window row d's position and may carry its token (first_slot_token).
+    slot_tokens = [t for d, size in enumerate(group_sizes) if size for t in [window[d]] + [NO_TOKEN] * (size - 1)]
+    tokens = torch.tensor(window + slot_tokens, device=device)[None]  # [1, Q]
     is_slot = torch.zeros_like(tokens, dtype=torch.bool)
     is_slot[:, window_len:] = True
     # Group d slot i carries u_{first_index + d + i}.
@@ -48,7 +50,8 @@ def run_call(
     slot_shift = 0 if model.cfg.slot_sees_own_u else 1
     positions = step_positions(cache_len, window_len, group_sizes, slot_shift).to(device)
     # A plain causal window needs no explicit mask (the model builds the usual one).
-    mask = step_mask(cache_len, window_len, group_sizes, device) if n_slots else None
+    first_slot_token = model.cfg.first_slot_token
+    mask = step_mask(cache_len, window_len, group_sizes, device, first_slot_token) if n_slots else None
     logits = model(tokens, u, is_slot, positions, attention_mask=mask, cache=cache).logits[0]  # [Q, V]
     groups, row = [], window_len
     for size in group_sizes:

@@ -69,7 +69,7 @@ def distill_step(model, base: PTPModel, batch: PackedBatch, cfg: DistillConfig,
     u = slots.u
     if cfg.objective == "inverse-ar":
         u = inverse_ar_us(base, batch, windows, slots.u[:, :, 0], slots.targets, teacher.cache, sampling.order)
-    logits = window_pass(model, batch, windows, u, teacher.cache)  # [B, N, L, V]
+    logits = window_pass(model, batch, windows, u, teacher.cache, base.cfg.first_slot_token)  # [B, N, L, V]
     per_slot = slot_losses(cfg.objective, logits, slots, windows, teacher.q)
     with torch.no_grad():
         right = (slot_predictions(cfg.objective, logits, slots.u_next, sampling.order) == slots.targets) & slots.valid
@@ -86,7 +86,7 @@ def eval_counts(base: PTPModel, batch: PackedBatch, cfg: DistillConfig, sampling
     windows = choose_windows(batch, cfg.windows_per_row, length, layout_shift(cfg.objective), UNIFORM,
                              cfg.seed, EVAL_STREAM).to(device)
     slots = slot_inputs(batch, windows, teacher)
-    logits = window_pass(base, batch, windows, slots.u, teacher.cache)
+    logits = window_pass(base, batch, windows, slots.u, teacher.cache, base.cfg.first_slot_token)
     crop_cache(teacher.cache, batch.tokens.shape[1])
     loss = slot_losses(cfg.objective, logits, slots, windows, teacher.q)
     right = (slot_predictions(cfg.objective, logits, slots.u_next, sampling.order) == slots.targets) & slots.valid

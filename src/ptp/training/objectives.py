@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from ptp.masks import document_mask, window_mask
-from ptp.model import PTPModel
+from ptp.model import NO_TOKEN, PTPModel
 from ptp.sampling import SamplingConfig, bin_edges, pick, process, u_in_interval
 from ptp.training.packing import PackedBatch
 from ptp.training.windows import (
@@ -89,17 +89,23 @@ def slot_inputs(batch: PackedBatch, windows: Windows, teacher: TeacherPass) -> S
     return SlotInputs(u_all[:, :, : windows.length], u_all[:, :, 1:], valid, targets)
 
 
-def window_pass(model, batch: PackedBatch, windows: Windows, u: torch.Tensor, cache) -> torch.Tensor:
+def window_pass(model, batch: PackedBatch, windows: Windows, u: torch.Tensor, cache,
+                first_slot_token: bool = False) -> torch.Tensor:
     """All windows' u-slots in one call on top of the context cache; returns logits [B, N, L, V].
 
-    The cache grows by N * L entries (crop it if it is used again).
+    ``model`` may be wrapped (DDP), so ``first_slot_token`` (its config's) is passed in. The cache
+    grows by N * L entries (crop it if it is used again).
     """
     b, n, length = u.shape
     device = u.device
     layout = slot_layout(n, length, device)
-    mask = window_mask(batch.doc_ids, windows.starts, layout, layout)  # [B, 1, NL, S + NL]
+    mask = window_mask(batch.doc_ids, windows.starts, layout, layout, first_slot_token)  # [B, 1, NL, S + NL]
     positions = slot_positions(batch, windows).flatten(1)  # [B, NL]
-    tokens = torch.zeros(b, n * length, dtype=torch.long, device=device)
+    # A window's first slot sits on the position of the token before s (O-PTP) and may carry it
+    # (first_slot_token); the other slots carry none.
+    tokens = torch.full((b, n, length), NO_TOKEN, dtype=torch.long, device=device)
+    tokens[:, :, 0] = batch.tokens.gather(1, (windows.starts - 1).clamp(min=0))
+    tokens = tokens.flatten(1)  # [B, NL]
     is_slot = torch.ones_like(tokens, dtype=torch.bool)
     out = model(tokens, u.flatten(1), is_slot, positions, attention_mask=mask, cache=cache)
     return out.logits.view(b, n, length, -1)
@@ -155,7 +161,7 @@ def inverse_ar_us(base: PTPModel, batch: PackedBatch, windows: Windows, u_first:
         keys = slot_layout(n, j + 1, device)  # cached slots were appended one slot index at a time
         keys = (keys[0].view(n, j + 1).T.flatten(), keys[1].view(n, j + 1).T.flatten())
         mask = window_mask(batch.doc_ids, windows.starts, (win, torch.full_like(win, j)), keys)
-        tokens = torch.zeros(b, n, dtype=torch.long, device=device)
+        tokens = torch.full((b, n), NO_TOKEN, dtype=torch.long, device=device)
         logits = base(tokens, us[-1], torch.ones_like(tokens, dtype=torch.bool), positions[:, :, j],
                       attention_mask=mask, cache=cache).logits  # [B, N, V]
         left, right = bin_edges(torch.softmax(logits.float(), dim=-1), targets[:, :, j], order)

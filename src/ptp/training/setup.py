@@ -36,6 +36,7 @@ class DrafterConfig:
     embedding: str = "binary"  # u-embedding feature map: binary | arith | cosine | interp
     window: int = 8  # u-slots per window (the longest draft)
     init_from: str | None = None  # a saved drafter (same teacher and shape) to start from instead of scratch
+    first_slot_token: bool = False  # a window's first slot also carries the token before it (o-ptp, mtp)
 
     def __post_init__(self) -> None:
         if not self.teacher:
@@ -95,7 +96,8 @@ def build_distill_task(model_cfg: DrafterConfig, data_cfg: DataConfig, packing: 
     torch.manual_seed(distill_cfg.seed)  # adapter and u-embedding init: the same in every process and run
     model = PTPModel.from_teacher(teacher, mode=model_mode(distill_cfg.objective), lora_rank=model_cfg.lora_rank,
                                   lora_alpha=model_cfg.lora_alpha, embedding=model_cfg.embedding,
-                                  sampling=resolved, window=model_cfg.window)
+                                  sampling=resolved, window=model_cfg.window,
+                                  first_slot_token=model_cfg.first_slot_token)
     if model_cfg.init_from:
         model.load_adapter(model_cfg.init_from)
     return DistillTask(model, distill_cfg, packing, data.train, data.val_batches, resolved)
