@@ -10,10 +10,11 @@
 #      if flex fails or disagrees, the runs below use sdpa                            -> OUT/flex
 #      then teacher samples from train contexts (and val contexts for validation)
 #   3. distillation runs side by side on the GPU, DISTILL_MINUTES each, flex_attention when the
-#      check passed; RUNS lists them as INIT:ORDER, INIT = continue (from the bundled drafter, model.init_from)
-#      or scratch, ORDER = the CDF order (sampling.order). The default continues the bundled drafter
-#      and compares the id and sorted orders from scratch at equal budget       -> OUT/<init>-<order>
-#   4. export each drafter and benchmark ar / pqd with it on the GPU             -> OUT/<init>-<order>
+#      check passed. RUNS lists them as INIT:ORDER[:fst]: INIT = continue (from the bundled drafter,
+#      model.init_from) or scratch, ORDER = the CDF order (sampling.order), fst = model.first_slot_token.
+#      The default continues the bundled drafter and compares, from scratch at equal budget, the id
+#      and sorted orders and sorted with first_slot_token                              -> OUT/<run>
+#   4. export each drafter and benchmark ar / draft-verify / pqd with it on the GPU   -> OUT/<run>
 # (The bundled drafter was trained in id order and reads u that way: continuing it in another order
 # first costs acceptance, so orders are compared from scratch.)
 set -uo pipefail
@@ -25,7 +26,7 @@ DEVICE=${DEVICE:-cuda}
 PY=${PY:-python3}
 PTP=${PTP:-$PY -m ptp.cli}
 BUNDLED=src/ptp/assets/default-model
-RUNS=${RUNS:-continue:id scratch:id scratch:sorted}
+RUNS=${RUNS:-continue:id scratch:id scratch:sorted scratch:sorted:fst}
 DISTILL_MINUTES=${DISTILL_MINUTES:-4.0}
 DISTILL_ROWS=${DISTILL_ROWS:-64}
 PREGEN_PROMPTS=${PREGEN_PROMPTS:-20000}
@@ -55,9 +56,11 @@ $PTP pregenerate --teacher $BUNDLED/teacher --tokenizer $BUNDLED --prompts $DATA
 stage "3. distil side by side ($DISTILL_MINUTES min each): $RUNS"
 pids=()
 for run in $RUNS; do
-  init=${run%%:*} order=${run##*:} name=${run/:/-}
+  IFS=: read -r init order fst <<< "$run"
+  name=${run//:/-}
   init_arg=""
   [ "$init" = continue ] && init_arg="model.init_from=$BUNDLED"
+  [ "$fst" = fst ] && init_arg="$init_arg model.first_slot_token=true"
   $PTP train --config configs/distill-o-ptp.yaml model.teacher=$BUNDLED/teacher $init_arg \
     data.train=$WORK/samples/train data.val=$WORK/samples/val data.val_rows=64 \
     sampling.temperature=0.7 sampling.top_k=50 sampling.top_p=0.95 sampling.order=$order \
@@ -69,18 +72,18 @@ for run in $RUNS; do
 done
 for pid in "${pids[@]}"; do wait $pid; done
 for run in $RUNS; do
-  name=${run/:/-}
+  name=${run//:/-}
   mkdir -p $OUT/$name && cp $WORK/$name/eval.csv $OUT/$name/ 2>/dev/null
   echo "--- $name"; tail -n 3 $OUT/train-$name.log
 done
 
 stage "4. export and benchmark each drafter"
 for run in $RUNS; do
-  name=${run/:/-}
+  name=${run//:/-}
   $PTP export --checkpoint $WORK/$name/best --out $WORK/model-$name --tokenizer $BUNDLED \
     --prompts $BUNDLED/prompts.jsonl || continue
   cp $WORK/model-$name/adapter.safetensors $WORK/model-$name/ptp_config.json $OUT/$name/
-  $PTP bench --model $WORK/model-$name --device $DEVICE --methods ar pqd --sampling 0.7,50,0.95 \
+  $PTP bench --model $WORK/model-$name --device $DEVICE --methods ar draft-verify pqd --sampling 0.7,50,0.95 \
     --num-prompts $BENCH_PROMPTS --max-new-tokens 128 --slot-budget ${BUDGET:-16} --json $OUT/$name/bench.json
 done
 stage "done"
