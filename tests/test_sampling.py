@@ -167,6 +167,17 @@ def test_u_inside_the_interval_of_t_picks_t(seed, vocab, zero_fraction, z, dtype
 
 
 @pytest.mark.parametrize("order", CDF_ORDERS)
+def test_u_of_an_empty_interval_is_still_a_valid_u(order):
+    """A zero-mass token laid out after all the mass has the interval [1, 1): its u must stay below 1."""
+    probs = torch.tensor([[0.3, 0.7, 0.0, 0.0]])
+    left, right = bin_edges(probs, torch.tensor([3]), order)
+    assert float(left) == float(right) == 1.0
+    u = u_in_interval(left, right, torch.tensor([0.5]))
+    assert 0.0 <= float(u) < 1.0
+    pick(u, probs, order)  # accepted (picks some token with mass)
+
+
+@pytest.mark.parametrize("order", CDF_ORDERS)
 def test_pick_follows_the_distribution(order):
     """Uniform u through pick reproduces the processed distribution (chi-square, 20k draws)."""
     probs = process(torch.randn(10, generator=torch.Generator().manual_seed(1)) * 2, SamplingConfig(top_p=0.9))

@@ -179,8 +179,13 @@ def bin_edges(probs: torch.Tensor, tokens: torch.Tensor, order: str = "id") -> t
 
 
 def u_in_interval(left: torch.Tensor, right: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """u = left + z (right - left) for z in [0, 1], kept strictly below ``right`` (and below 1)."""
+    """u = left + z (right - left) for z in [0, 1], kept strictly below ``right`` and always in [0, 1).
+
+    An empty interval (a token without mass) has no valid u: it gets ``left``, or just below 1 when its
+    left edge is 1 (zero-mass tokens laid out after all the mass), so that ``pick`` accepts it.
+    """
     u = left + z.to(left.dtype) * (right - left)
     below = torch.nextafter(right, torch.zeros_like(right))
-    return torch.maximum(torch.minimum(u, below), left)
+    u = torch.maximum(torch.minimum(u, below), left)
+    return torch.minimum(u, torch.nextafter(torch.ones_like(u), torch.zeros_like(u)))
 
