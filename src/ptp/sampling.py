@@ -6,7 +6,8 @@ Terms and notation (the paper's):
   drafter's, Q the teacher's.
 - F: the CDF of a processed distribution, summed over the tokens in the config's *CDF order*.
   ``order="id"`` (the paper's): ascending token id, F_j = sum_{l<=j} P_l. ``order="argmax"``: the
-  most likely token first, then the rest in ascending id order (see ``CDF_ORDERS``).
+  most likely token first, then the rest in ascending id order; ``order="sorted"``: by descending
+  probability (see ``CDF_ORDERS``).
 - u: an auxiliary random number in [0, 1). ``pick(u, P)`` returns the token whose interval of F
   contains u; token t owns ``[F_before(t), F_before(t) + P_t)``.
 
