@@ -35,14 +35,15 @@ def random_batch(rows: int, seq_len: int, vocab: int, docs: int, device) -> Pack
     return PackedBatch(tokens, doc_ids, positions, target_ok, torch.arange(rows)).to(device)
 
 
-def step(model, batch, cfg, backend: str):
-    """One bf16-autocast distillation step with gradient under ``backend``."""
+def step(model, batch, cfg, backend: str, bf16: bool = True) -> float:
+    """One distillation step with gradient under ``backend`` (bf16 autocast or float32); its mean loss."""
     set_backend(model.teacher, backend)
     model.zero_grad(set_to_none=True)
-    with torch.autocast(batch.tokens.device.type, dtype=torch.bfloat16):
+    with torch.autocast(batch.tokens.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = distill_step(model, model, batch, cfg, model.cfg.sampling)
-    (out.loss_sum / out.count).backward()
-    return out
+    loss = out.loss_sum / out.count
+    loss.backward()
+    return float(loss.detach())
 
 
 def compare(device) -> dict:
@@ -53,12 +54,9 @@ def compare(device) -> dict:
     cfg = DistillConfig(objective="o-ptp", windows_per_row=8)
     result = {}
     for backend in ("sdpa", "flex"):
-        set_backend(model.teacher, backend)
-        model.zero_grad(set_to_none=True)
-        out = distill_step(model, model, batch, cfg, model.cfg.sampling)  # float32, no autocast
-        (out.loss_sum / out.count).backward()
+        loss = step(model, batch, cfg, backend, bf16=False)
         grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-        result[backend] = (float((out.loss_sum / out.count).detach()), grads)
+        result[backend] = (loss, grads)
     loss_diff = abs(result["sdpa"][0] - result["flex"][0]) / abs(result["sdpa"][0])
     grad_diff = max(float((result["sdpa"][1][n] - g).abs().max() / (result["sdpa"][1][n].abs().max() + 1e-12))
                     for n, g in result["flex"][1].items())

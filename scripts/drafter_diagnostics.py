@@ -15,9 +15,8 @@ import torch
 from ptp.model import PTPModel
 from ptp.sampling import CDF_ORDERS
 from ptp.training import DataConfig, DistillConfig, PackingConfig
-from ptp.training.objectives import layout_shift, slot_inputs, slot_predictions, teacher_pass, window_pass
+from ptp.training.distill import eval_pass
 from ptp.training.setup import open_data
-from ptp.training.windows import EVAL_STREAM, UNIFORM, choose_windows
 
 
 def main() -> None:
@@ -39,20 +38,16 @@ def main() -> None:
     leading = []
     with torch.no_grad():
         for batch in data.val_batches:
-            teacher = teacher_pass(model, batch, sampling)
-            windows = choose_windows(batch, cfg.windows_per_row, length, layout_shift(cfg.objective), UNIFORM,
-                                     cfg.seed, EVAL_STREAM)
-            slots = slot_inputs(batch, windows, teacher)
-            logits = window_pass(model, batch, windows, slots.u, teacher.cache)
-            right = slot_predictions(cfg.objective, logits, slots.u_next, sampling.order) == slots.targets
-            rows = (windows.targets - 1).clamp(min=0)
-            top = teacher.q.argmax(-1).gather(1, rows.flatten(1)).view_as(slots.targets)
+            ev = eval_pass(model, batch, cfg, sampling)  # the validation pass training reports
+            slots, right = ev.slots, ev.right
+            rows = (ev.windows.targets - 1).clamp(min=0)
+            top = ev.teacher.q.argmax(-1).gather(1, rows.flatten(1)).view_as(slots.targets)
             is_top, other = (top == slots.targets) & slots.valid, (top != slots.targets) & slots.valid
             for k, (hit, pool) in enumerate(((right & is_top, is_top), (right & other, other))):
                 counts[2 * k] += hit.flatten(0, 1).sum(0)
                 counts[2 * k + 1] += pool.flatten(0, 1).sum(0)
             full = slots.valid.all(-1)
-            leading.append((right & slots.valid).long().cumprod(-1).sum(-1)[full])
+            leading.append(right.long().cumprod(-1).sum(-1)[full])
     mean = torch.cat(leading).float().mean()
     print(f"{args.checkpoint} (order {sampling.order}): mean leading correct {mean:.3f} "
           f"over {sum(len(x) for x in leading)} windows")

@@ -15,7 +15,7 @@ SHARDS=${SHARDS:-8}
 ROWS=${ROWS:-0}          # 0: whole shards
 SNAPSHOT=${SNAPSHOT:-1}
 PROMPTS=${PROMPTS:-src/ptp/assets/default-model/prompts.jsonl}
-rm -rf gpu && mkdir -p gpu/shards/train gpu/shards/val gpu/snap
+rm -rf gpu && mkdir -p gpu/shards/train gpu/shards/val
 grep -qx "/gpu/" .git/info/exclude 2>/dev/null || echo "/gpu/" >> .git/info/exclude
 cp -r data/tokenizer gpu/tokenizer
 cp "$PROMPTS" gpu/prompts.jsonl
@@ -40,6 +40,7 @@ for split, n in (("train", keep_n), ("val", None)):
     print(split, manifest["counts"])
 PY
 if [ "$SNAPSHOT" = 1 ]; then
+  mkdir -p gpu/snap
   git archive HEAD src configs scripts | tar -x -C gpu/snap
   rm -rf gpu/snap/src/ptp/assets/default-model
 fi

@@ -50,8 +50,7 @@ def run_call(
     slot_shift = 0 if model.cfg.slot_sees_own_u else 1
     positions = step_positions(cache_len, window_len, group_sizes, slot_shift).to(device)
     # A plain causal window needs no explicit mask (the model builds the usual one).
-    first_slot_token = model.cfg.first_slot_token
-    mask = step_mask(cache_len, window_len, group_sizes, device, first_slot_token) if n_slots else None
+    mask = step_mask(cache_len, window_len, group_sizes, device, model.cfg.first_slot_token) if n_slots else None
     logits = model(tokens, u, is_slot, positions, attention_mask=mask, cache=cache).logits[0]  # [Q, V]
     groups, row = [], window_len
     for size in group_sizes:

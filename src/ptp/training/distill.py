@@ -22,6 +22,8 @@ from safetensors.torch import load_file
 from ptp.model import CONFIG_NAME, WEIGHTS_NAME, PTPConfig, PTPModel
 from ptp.sampling import SamplingConfig
 from ptp.training.objectives import (
+    SlotInputs,
+    TeacherPass,
     crop_cache,
     inverse_ar_us,
     layout_shift,
@@ -34,7 +36,7 @@ from ptp.training.objectives import (
 )
 from ptp.training.packing import DataPosition, PackedBatch, PackingConfig, SequenceSource, pack
 from ptp.training.types import EvalResult, StepOutput
-from ptp.training.windows import EVAL_STREAM, UNIFORM, choose_windows
+from ptp.training.windows import EVAL_STREAM, UNIFORM, Windows, choose_windows
 
 DEFAULT_BETA = 0.3  # z ~ Beta(0.3, 0.3) inside teacher intervals (paper App. C)
 
@@ -76,20 +78,39 @@ def distill_step(model, base: PTPModel, batch: PackedBatch, cfg: DistillConfig,
     return StepOutput(per_slot.sum(), slots.valid.sum().float(), right.sum().float(), batch.num_tokens)
 
 
+@dataclass(frozen=True)
+class EvalPass:
+    """The validation pass over one batch: uniform-z windows and the drafter's predictions."""
+
+    batch: PackedBatch
+    teacher: TeacherPass
+    windows: Windows
+    slots: SlotInputs
+    logits: torch.Tensor  # [B, N, L, V]
+    right: torch.Tensor  # [B, N, L] bool: valid slots predicted right (argmax / pick, as decoding does)
+
+
 @torch.no_grad()
-def eval_counts(base: PTPModel, batch: PackedBatch, cfg: DistillConfig, sampling: SamplingConfig) -> torch.Tensor:
-    """Summable validation counts of one batch (see ``EVAL_FIELDS``), uniform z."""
-    device = base.device
-    batch = batch.to(device)
-    length = base.cfg.window
+def eval_pass(base: PTPModel, batch: PackedBatch, cfg: DistillConfig, sampling: SamplingConfig) -> EvalPass:
+    """Teacher pass, uniform-z windows (the fixed validation stream) and one window pass."""
+    batch = batch.to(base.device)
     teacher = teacher_pass(base, batch, sampling)
-    windows = choose_windows(batch, cfg.windows_per_row, length, layout_shift(cfg.objective), UNIFORM,
-                             cfg.seed, EVAL_STREAM).to(device)
+    windows = choose_windows(batch, cfg.windows_per_row, base.cfg.window, layout_shift(cfg.objective), UNIFORM,
+                             cfg.seed, EVAL_STREAM).to(base.device)
     slots = slot_inputs(batch, windows, teacher)
     logits = window_pass(base, batch, windows, slots.u, teacher.cache, base.cfg.first_slot_token)
     crop_cache(teacher.cache, batch.tokens.shape[1])
-    loss = slot_losses(cfg.objective, logits, slots, windows, teacher.q)
     right = (slot_predictions(cfg.objective, logits, slots.u_next, sampling.order) == slots.targets) & slots.valid
+    return EvalPass(batch, teacher, windows, slots, logits, right)
+
+
+@torch.no_grad()
+def eval_counts(base: PTPModel, batch: PackedBatch, cfg: DistillConfig, sampling: SamplingConfig) -> torch.Tensor:
+    """Summable validation counts of one batch (see ``EVAL_FIELDS``), uniform z."""
+    length = base.cfg.window
+    ev = eval_pass(base, batch, cfg, sampling)
+    batch, teacher, windows, slots, logits, right = ev.batch, ev.teacher, ev.windows, ev.slots, ev.logits, ev.right
+    loss = slot_losses(cfg.objective, logits, slots, windows, teacher.q)
     full = slots.valid.all(-1)  # [B, N]: windows whose L slots all have targets
     leading = right.to(torch.int64).cumprod(-1).sum(-1)[full]  # [W]
     hist = torch.bincount(leading, minlength=length + 1).double()
