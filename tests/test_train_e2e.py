@@ -1,6 +1,7 @@
 """`ptp train` end to end: checkpoints load, SIGKILL + --resume continues the same run, 2 processes agree."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from ptp.checkpoint import fingerprint
 from ptp.cli import main as cli_main
 from ptp.data.shards import ShardWriter
 from ptp.sampling import SamplingConfig, pick, process
-from ptp.testing import tiny_teacher
+from ptp.testing import launch_processes, tiny_teacher
 
 SAMPLING = SamplingConfig(temperature=1.0)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -171,12 +172,10 @@ def test_two_processes_agree_with_one(setup):
     single = root / "basic"
     if not (single / "eval.csv").is_file():
         pytest.skip("needs the run of test_train_writes_loadable_checkpoints_with_histogram")
-    launcher = Path(sys.executable).parent / "accelerate"
-    double = subprocess.run([str(launcher), "launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
-                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ptp.cli", "--threads", "1",
-                             "train", "--config", str(cfg), "train.max_steps=3", f"train.out_dir={root / 'two'}"],
-                            env=ENV, capture_output=True, text=True, timeout=300)
+    double = launch_processes(2, "train", "--config", str(cfg), "train.max_steps=3", f"train.out_dir={root / 'two'}")
     assert double.returncode == 0, double.stderr[-3000:]
+    summary = json.loads(double.stdout[double.stdout.index("{"):])
+    assert summary["processes"] == 2 and summary["sharded"] is False  # DDP: a whole model per process
     one, two = read_csv(single / "metrics.csv"), read_csv(root / "two" / "metrics.csv")
     assert len(one) == len(two) == 3
     assert float(two[0]["loss"]) == pytest.approx(float(one[0]["loss"]), rel=1e-5)  # the first step
@@ -185,3 +184,30 @@ def test_two_processes_agree_with_one(setup):
     e1, e2 = read_csv(single / "eval.csv"), read_csv(root / "two" / "eval.csv")
     assert float(e2[0]["val_loss"]) == pytest.approx(float(e1[0]["val_loss"]), rel=1e-4)
     assert float(e2[0]["mean_correct"]) == pytest.approx(float(e1[0]["mean_correct"]), abs=1e-9)
+
+
+def test_fsdp_over_two_processes_agrees_with_one_and_resumes(setup):
+    """train.sharding=fsdp (FSDP2 over gloo): the same loss curve as one process, across a resume
+    (optimizer state gathered, then sharded again), and a checkpoint with the same weights."""
+    root, cfg = setup
+    single = root / "basic"
+    if not (single / "eval.csv").is_file():
+        pytest.skip("needs the run of test_train_writes_loadable_checkpoints_with_histogram")
+    run = root / "fsdp"
+    for steps, extra in ((2, []), (3, ["--resume"])):
+        done = launch_processes(2, "train", "--config", str(cfg), f"train.max_steps={steps}", "train.sharding=fsdp",
+                                f"train.out_dir={run}", *extra)
+        assert done.returncode == 0, done.stderr[-3000:]
+        summary = json.loads(done.stdout[done.stdout.index("{"):])
+        assert summary["processes"] == 2 and summary["sharded"] is True
+    one, two = read_csv(single / "metrics.csv"), read_csv(run / "metrics.csv")
+    assert [int(r["step"]) for r in two] == [1, 2, 3]
+    for a, b in zip(one, two, strict=True):
+        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-4)
+    e1, e2 = read_csv(single / "eval.csv"), read_csv(run / "eval.csv")
+    assert float(e2[-1]["val_loss"]) == pytest.approx(float(e1[-1]["val_loss"]), rel=1e-4)
+    want = ptp.PTPModel.from_pretrained(single / "last").trainable_state_dict()
+    got = ptp.PTPModel.from_pretrained(run / "last").trainable_state_dict()
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-3, atol=1e-5)

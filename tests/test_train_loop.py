@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from ptp.cli.train import add_config_arguments, config_sections, read_config
 from ptp.data.shards import ShardWriter
+from ptp.testing import launch_processes
 from ptp.training import Callbacks, OptimConfig, PackingConfig, TrainConfig, lr_at, train
 from ptp.training.checkpoint import (
     flatten_optimizer,
@@ -55,8 +56,8 @@ class FakeTask:
         self.evals += 1
         return EvalResult({"score": score}, score)
 
-    def save_model(self, directory, result):
-        save_file({k: v.detach().clone() for k, v in self.model.state_dict().items()}, str(directory / "m.safetensors"))
+    def save_model(self, directory, result, weights):
+        save_file({k: v.detach().clone() for k, v in weights.items()}, str(directory / "m.safetensors"))
 
     def load_model(self, directory):
         from safetensors.torch import load_file
@@ -218,11 +219,11 @@ def test_pretrain_end_to_end(tmp_path):
             writer.add([2 + (start + j) % 30 for j in range(int(torch.randint(8, 20, (1,), generator=gen)))])
     out = tmp_path / "run"
     threads = torch.get_num_threads()
-    code = main(["--threads", "1", "pretrain", "--set", f"data.train={tmp_path / 'docs'}", "data.val_holdout=8",
-                 "data.val_rows=4",
-                 "teacher.hidden_size=32", "teacher.heads=4", "teacher.kv_heads=2", "teacher.intermediate_size=64",
-                 "packing.seq_len=32", "packing.rows=4", "optim.lr=3e-3", "optim.warmup_steps=2",
-                 "train.max_steps=16", "train.eval_every=8", "train.tensorboard=false", f"train.out_dir={out}"])
+    settings = [f"data.train={tmp_path / 'docs'}", "data.val_holdout=8", "data.val_rows=4",
+                "teacher.hidden_size=32", "teacher.heads=4", "teacher.kv_heads=2", "teacher.intermediate_size=64",
+                "packing.seq_len=32", "packing.rows=4", "optim.lr=3e-3", "optim.warmup_steps=2",
+                "train.max_steps=16", "train.eval_every=8", "train.tensorboard=false"]
+    code = main(["--threads", "1", "pretrain", "--set", *settings, f"train.out_dir={out}"])
     torch.set_num_threads(threads)
     assert code == 0
     with open(out / "eval.csv", newline="") as handle:
@@ -233,3 +234,17 @@ def test_pretrain_end_to_end(tmp_path):
     assert model.config.rope_parameters["rope_theta"] == 10000.0 and not model.config.attention_bias
     assert (out / "model" / "model.safetensors").is_file() and not (out / "model" / "trainer").exists()
     assert AutoTokenizer.from_pretrained(out / "model").eos_token == "<eos>"
+    # The same run with the weights sharded over two processes (FSDP2 over gloo): the same curve.
+    sharded = launch_processes(2, "pretrain", "--set", *settings, "train.sharding=fsdp",
+                               f"train.out_dir={tmp_path / 'fsdp'}")
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    summary = json.loads(sharded.stdout[sharded.stdout.index("{"):])
+    assert summary["processes"] == 2 and summary["sharded"] is True
+    for name in ("metrics.csv", "eval.csv"):
+        with open(out / name, newline="") as one, open(tmp_path / "fsdp" / name, newline="") as two:
+            key = "loss" if name == "metrics.csv" else "val_loss"
+            want = [float(row[key]) for row in csv.DictReader(one)]
+            assert [float(row[key]) for row in csv.DictReader(two)] == pytest.approx(want, rel=1e-4)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "model")
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(reloaded.state_dict()[key], value, rtol=1e-3, atol=1e-4)

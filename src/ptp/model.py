@@ -11,6 +11,7 @@ Terms:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -156,18 +157,29 @@ class PTPModel(nn.Module):
         """Adapter and u-embedding weights only (the teacher is stored by reference)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
 
-    def save_pretrained(self, directory: str | os.PathLike, include_teacher: bool = False) -> None:
-        """Write adapter.safetensors + ptp_config.json (and the teacher in teacher/ if asked)."""
+    @functools.cached_property
+    def teacher_fingerprint(self) -> dict:
+        """The frozen teacher's fingerprint, computed once (a trainer that shards the model asks first)."""
+        return fingerprint(self.teacher)
+
+    def save_pretrained(self, directory: str | os.PathLike, include_teacher: bool = False,
+                        tensors: dict[str, torch.Tensor] | None = None) -> None:
+        """Write adapter.safetensors + ptp_config.json (and the teacher in teacher/ if asked).
+
+        ``tensors`` replaces this model's own adapter weights (a sharded trainer passes the gathered ones).
+        """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.trainable_state_dict().items()}
+        own = self.trainable_state_dict()
+        tensors = own if tensors is None else {k: tensors[k] for k in own}
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
         if include_teacher:
             self.teacher.save_pretrained(out / TEACHER_SUBDIR)
         meta = {
             "format_version": FORMAT_VERSION,
             "ptp": self.cfg.to_dict(),
-            "teacher_fingerprint": fingerprint(self.teacher),
+            "teacher_fingerprint": self.teacher_fingerprint,
             "teacher_source": TEACHER_SUBDIR if include_teacher else _source_name(self.teacher),
         }
         (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")

@@ -81,3 +81,21 @@ def tiny_checkpoint(directory, mode: str = "o-ptp", seed: int = 0, texts=CODE_SN
         for i, text in enumerate(texts):
             fh.write(json.dumps({"id": f"p{i}", "prompt": text[:12], "reference": text[12:]}) + "\n")
     return tokenizer
+
+
+def launch_processes(processes: int, *args: str, timeout: float = 300):
+    """Run ``ptp ARGS`` in ``processes`` CPU processes through ``accelerate launch``; the CompletedProcess.
+
+    accelerate's ``--cpu`` flag starts a single process; its torchrun launcher (``--multi_gpu``) starts
+    several, which pick the gloo backend on a machine without CUDA.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    launcher = Path(sys.executable).parent / "accelerate"
+    command = [str(launcher), "launch", "--num_processes", str(processes), "--multi_gpu", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ptp.cli", "--threads", "1", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)

@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     export_model(best, result.run_dir / EXPORT_DIR)
     summary = {"steps": result.steps, "stop_reason": result.stop_reason, "best_step": result.best_step,
                "best_val_loss": -result.best_score, "last_eval": result.last_eval,
-               "model": str(result.run_dir / EXPORT_DIR)}
+               "model": str(result.run_dir / EXPORT_DIR),
+               "processes": result.processes, "sharded": result.sharded}
     print(json.dumps(summary, indent=1))
     return 0

@@ -3,7 +3,9 @@
 Configuration is a YAML file of sections (model, data, sampling, packing, distill, optim, train);
 every key can be overridden with ``--set section.key=value`` or a bare ``section.key=value``.
 Example: ``ptp train --config configs/distill-o-ptp.yaml train.max_steps=200 --set optim.lr=3e-4``.
-Multi-process: ``accelerate launch --num_processes 2 --cpu -m ptp.cli train --config ...``.
+Multi-process: ``accelerate launch --num_processes 2 --multi_gpu -m ptp.cli train --config ...`` (the
+torchrun launcher; on a machine without CUDA it runs CPU processes over gloo, while ``--cpu`` would
+start one process). ``train.sharding=fsdp`` shards the weights over the processes.
 """
 
 from __future__ import annotations
@@ -170,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     summary = {"steps": result.steps, "stop_reason": result.stop_reason, "best_step": result.best_step,
                "best_mean_correct": result.best_score, "last_eval": result.last_eval,
-               "run_dir": str(result.run_dir), "best": str(result.run_dir / "best")}
+               "run_dir": str(result.run_dir), "best": str(result.run_dir / "best"),
+               "processes": result.processes, "sharded": result.sharded}
     print(json.dumps(summary, indent=1))
     return 0

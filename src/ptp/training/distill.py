@@ -34,7 +34,7 @@ from ptp.training.objectives import (
     teacher_pass,
     window_pass,
 )
-from ptp.training.packing import DataPosition, PackedBatch, PackingConfig, SequenceSource, pack
+from ptp.training.packing import DataPosition, PackedBatch, PackingConfig, SequenceSource, eval_share, pack
 from ptp.training.types import EvalResult, StepOutput
 from ptp.training.windows import EVAL_STREAM, UNIFORM, Windows, choose_windows
 
@@ -180,6 +180,7 @@ class DistillTask:
                              f"got {model.cfg.mode!r}")
         if model.cfg.sampling != sampling:
             raise ValueError(f"model sampling {model.cfg.sampling} differs from the training sampling {sampling}")
+        model.teacher_fingerprint  # noqa: B018 -- computed now, while the weights are whole (FSDP shards them)
         self.model = model
         self.cfg = cfg
         self.packing = packing
@@ -201,14 +202,15 @@ class DistillTask:
         self.model.eval()
         totals = torch.zeros(eval_size(self.model.cfg.window), dtype=torch.float64)
         for batch in self.val_batches:
-            share = _share(batch.tokens.shape[0], rank, world)
-            if share[1] > share[0]:
-                totals += eval_counts(self.model, batch.rows(*share), self.cfg, self.sampling).cpu()
+            rows, counts = eval_share(batch, rank, world)
+            result = eval_counts(self.model, rows, self.cfg, self.sampling).cpu()
+            if counts:
+                totals += result
         self.model.train(was_training)
         return eval_result(reduce(totals.to(self.model.device)).cpu(), self.cfg.objective, self.model.cfg.window)
 
-    def save_model(self, directory: Path, result: EvalResult | None) -> None:
-        self.model.save_pretrained(directory)
+    def save_model(self, directory: Path, result: EvalResult | None, weights: dict[str, torch.Tensor]) -> None:
+        self.model.save_pretrained(directory, tensors=weights)
         if result is not None and result.hist:
             _store_hist(Path(directory), result.hist)
 
@@ -232,8 +234,3 @@ def _store_hist(directory: Path, hist: tuple[float, ...]) -> None:
     meta["ptp"] = PTPConfig.from_dict({**meta["ptp"], "correct_hist": list(hist)}).to_dict()
     path.write_text(json.dumps(meta, indent=2) + "\n")
 
-
-def _share(rows: int, rank: int, world: int) -> tuple[int, int]:
-    """This process's contiguous slice of ``rows`` rows."""
-    per = -(-rows // world)
-    return min(rows, rank * per), min(rows, (rank + 1) * per)

@@ -1,5 +1,6 @@
-"""The training loop: accelerate (CPU, one GPU, DDP), AdamW with warmup + constant/cosine schedule,
-gradient accumulation, periodic validation, atomic checkpoints and resume, CSV/TensorBoard metrics.
+"""The training loop: accelerate (CPU, one GPU, DDP; FSDP via ``ptp.training.sharding``), AdamW with
+warmup + constant/cosine schedule, gradient accumulation, periodic validation, atomic checkpoints and
+resume, CSV/TensorBoard metrics.
 
 It knows nothing about PTP: a ``Task`` (``ptp.training.types``) supplies batches, the loss and the
 model files. Progress is reported through ``Callbacks``; the loop never prints.
@@ -32,6 +33,14 @@ from ptp.training.checkpoint import (
 )
 from ptp.training.metrics import MetricsWriter
 from ptp.training.packing import DataPosition
+from ptp.training.sharding import (
+    SHARDINGS,
+    full_optimizer_state,
+    is_sharded,
+    load_sharded_optimizer_state,
+    shard_model,
+    trainable_weights,
+)
 from ptp.training.types import EvalResult, Task
 
 SCHEDULES = ("constant", "cosine")
@@ -74,12 +83,15 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop after this much training time (over resumes; cosine ends here too); 0 = none
     mixed_precision: str = "auto"  # auto: bf16 on CUDA, none on CPU; or no / bf16 / fp16
     attention: str = "auto"  # auto: flex_attention on CUDA (Llama-like teachers), sdpa otherwise; or sdpa / flex
+    sharding: str = "none"  # none: a whole model per process (DDP); fsdp: shard weights over processes
     resume: bool = False  # continue from out_dir/last if it exists
     tensorboard: bool = True  # also log to out_dir/tensorboard when tensorboard is installed
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        if self.sharding not in SHARDINGS:
+            raise ValueError(f"sharding must be one of {SHARDINGS}, got {self.sharding!r}")
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"attention must be one of {ATTENTION_BACKENDS}, got {self.attention!r}")
         for name in ("max_steps", "grad_accum", "log_every"):
@@ -121,6 +133,8 @@ class TrainResult:
     stop_reason: str  # max_steps | patience | max_minutes
     run_dir: Path
     is_main: bool  # this process is the main one (the one that writes and reports)
+    processes: int = 1  # processes that trained together
+    sharded: bool = False  # weights were sharded over them (FSDP)
 
 
 def lr_at(step: int, cfg: OptimConfig, max_steps: int, time_fraction: float = 0.0) -> float:
@@ -145,11 +159,6 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "no"
     return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
-
-
-def _share(rows: int, rank: int, world: int) -> tuple[int, int]:
-    per = -(-rows // world)
-    return min(rows, rank * per), min(rows, (rank + 1) * per)
 
 
 @dataclass
@@ -182,18 +191,27 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
     hf_model = getattr(model, "teacher", model)  # the Hugging Face network (a PTPModel wraps its teacher)
     if isinstance(hf_model, PreTrainedModel):
         set_backend(hf_model, resolve_backend(cfg.attention, hf_model, acc.device))
+    state, resumed = _RunState(), latest_checkpoint(run_dir) if cfg.resume else None
+    if resumed is not None:
+        task.load_model(resumed)  # whole weights, before any sharding
+    if cfg.sharding == "fsdp" and acc.num_processes > 1:
+        shard_model(model, hf_model)  # replaces the parameters: the optimizer is built after it
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=(optim.beta1, optim.beta2),
                                   weight_decay=optim.weight_decay)
-    state, resumed = _RunState(), latest_checkpoint(run_dir) if cfg.resume else None
     if resumed is not None:
-        task.load_model(resumed)
         saved, opt_state, rng = load_trainer_state(resumed)
-        optimizer.load_state_dict(opt_state)
+        if is_sharded(model):
+            load_sharded_optimizer_state(optimizer, opt_state)
+        else:
+            optimizer.load_state_dict(opt_state)
         restore_rng(rng)
         state = _RunState.from_dict(saved["run"])
     acc.wait_for_everyone()
-    wrapped, optimizer = acc.prepare(model, optimizer)
+    if is_sharded(model):  # FSDP already synchronises gradients: no DDP wrapper
+        wrapped, optimizer = model, acc.prepare(optimizer)
+    else:
+        wrapped, optimizer = acc.prepare(model, optimizer)
     writer = MetricsWriter(run_dir, state.step, cfg.tensorboard) if acc.is_main_process else None
     if acc.is_main_process:
         callbacks.on_start(state.step, cfg.max_steps, resumed)
@@ -233,7 +251,7 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
                 callbacks.on_eval(state.step, last_eval, is_best)
         patience_hit = cfg.patience > 0 and state.bad_evals >= cfg.patience
         if is_eval or (cfg.save_every and state.step % cfg.save_every == 0) or patience_hit:
-            _save(task, run_dir, state, optimizer, last_eval, is_best, acc, callbacks, cfg, optim)
+            _save(task, model, run_dir, state, optimizer, last_eval, is_best, acc, callbacks, cfg, optim)
         if patience_hit:
             stop_reason = "patience"
             break
@@ -245,7 +263,7 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
     acc.wait_for_everyone()
     metrics = last_eval.metrics if last_eval else {}
     return TrainResult(state.step, state.best_score, state.best_step, metrics, stop_reason, run_dir,
-                       acc.is_main_process)
+                       acc.is_main_process, acc.num_processes, is_sharded(model))
 
 
 def _optimizer_step(task: Task, wrapped, optimizer, acc: Accelerator, state: _RunState, cfg: TrainConfig,
@@ -254,14 +272,17 @@ def _optimizer_step(task: Task, wrapped, optimizer, acc: Accelerator, state: _Ru
     totals = torch.zeros(4, dtype=torch.float64, device=acc.device)
     for micro in range(cfg.grad_accum):
         batch, state.position = task.train_batch(state.position)
-        local = batch.rows(*_share(batch.tokens.shape[0], acc.process_index, acc.num_processes))
-        sync = nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(wrapped)
+        local = batch.share(acc.process_index, acc.num_processes)
+        last = micro == cfg.grad_accum - 1
+        if is_sharded(wrapped):
+            wrapped.set_requires_gradient_sync(last)
+        sync = nullcontext() if last or is_sharded(wrapped) else acc.no_sync(wrapped)
         with sync, acc.autocast():
             out = task.step(wrapped, local)
             stats = torch.stack([out.loss_sum.detach().double(), out.count.double(), out.correct.double(),
                                  torch.tensor(float(out.tokens), dtype=torch.float64, device=acc.device)])
             stats = acc.reduce(stats, "sum")
-            # Normalise by the global count: DDP averages gradients over processes, hence * world.
+            # Normalise by the global count: DDP and FSDP average gradients over processes, hence * world.
             loss = out.loss_sum * acc.num_processes / (stats[1].clamp(min=1) * cfg.grad_accum)
             acc.backward(loss.float())
         totals += stats
@@ -272,13 +293,16 @@ def _optimizer_step(task: Task, wrapped, optimizer, acc: Accelerator, state: _Ru
     return totals.cpu()
 
 
-def _save(task: Task, run_dir: Path, state: _RunState, optimizer, last_eval: EvalResult | None, is_best: bool,
-          acc: Accelerator, callbacks: Callbacks, cfg: TrainConfig, optim: OptimConfig) -> None:
+def _save(task: Task, model, run_dir: Path, state: _RunState, optimizer, last_eval: EvalResult | None,
+          is_best: bool, acc: Accelerator, callbacks: Callbacks, cfg: TrainConfig, optim: OptimConfig) -> None:
+    # Sharded tensors are gathered on every process (collectives), then the main process writes them.
+    weights = trainable_weights(model)
+    opt_state = full_optimizer_state(optimizer) if is_sharded(model) else optimizer.state_dict()
     if acc.is_main_process:
         payload = {"run": state.to_dict(), "train": asdict(cfg), "optim": asdict(optim), "task": task.config_dict(),
                    "last_eval": last_eval.metrics if last_eval else None}
-        path = save_checkpoint(run_dir, state.step, lambda d: task.save_model(d, last_eval), payload,
-                               optimizer.state_dict(), is_best)
+        path = save_checkpoint(run_dir, state.step, lambda d: task.save_model(d, last_eval, weights), payload,
+                               opt_state, is_best)
         callbacks.on_save(path)
     acc.wait_for_everyone()
 

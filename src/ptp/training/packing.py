@@ -99,9 +99,28 @@ class PackedBatch:
         return PackedBatch(*(t[start:stop] for t in (self.tokens, self.doc_ids, self.positions,
                                                      self.target_ok, self.row_ids)))
 
+    def share(self, rank: int, world: int) -> PackedBatch:
+        """Process ``rank``'s contiguous share of the rows (empty when there are fewer rows than processes)."""
+        per = -(-self.tokens.shape[0] // world)
+        rows = self.tokens.shape[0]
+        return self.rows(min(rows, rank * per), min(rows, (rank + 1) * per))
+
     @property
     def num_tokens(self) -> int:
         return int((self.doc_ids != PAD_DOC).sum())
+
+
+def eval_share(batch: PackedBatch, rank: int, world: int) -> tuple[PackedBatch, bool]:
+    """This process's rows of a validation batch, and whether its result counts.
+
+    A process whose share is empty runs the batch's last row and discards the result: under FSDP
+    every process must take part in every forward call.
+    """
+    share = batch.share(rank, world)
+    if share.tokens.shape[0] > 0:
+        return share, True
+    rows = batch.tokens.shape[0]
+    return batch.rows(rows - 1, rows), False
 
 
 class SequenceSource:

@@ -21,7 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ptp.attention import mask_for
 from ptp.masks import document_mask
-from ptp.training.packing import DataPosition, PackedBatch, PackingConfig, SequenceSource, pack
+from ptp.training.packing import DataPosition, PackedBatch, PackingConfig, SequenceSource, eval_share, pack
 from ptp.training.types import EvalResult, StepOutput
 
 ROPE_THETA = 10000.0
@@ -118,11 +118,9 @@ class PretrainTask:
         self.model.eval()
         totals = torch.zeros(3, dtype=torch.float64, device=self.model.device)
         for batch in self.val_batches:
-            rows = batch.tokens.shape[0]
-            per = -(-rows // world)
-            start, stop = min(rows, rank * per), min(rows, (rank + 1) * per)
-            if stop > start:
-                out = lm_step(self.model, batch.rows(start, stop).to(self.model.device))
+            rows, counts = eval_share(batch, rank, world)
+            out = lm_step(self.model, rows.to(self.model.device))
+            if counts:
                 totals += torch.stack([out.loss_sum.double(), out.count.double(), out.correct.double()])
         self.model.train(was_training)
         nll, count, right = reduce(totals).tolist()
@@ -131,8 +129,8 @@ class PretrainTask:
                    "val_tokens": count}
         return EvalResult(metrics, -loss)
 
-    def save_model(self, directory: Path, result: EvalResult | None) -> None:
-        self.model.save_pretrained(directory)
+    def save_model(self, directory: Path, result: EvalResult | None, weights: dict[str, torch.Tensor]) -> None:
+        self.model.save_pretrained(directory, state_dict=weights)
         if self.tokenizer_dir is not None:
             copy_tokenizer(self.tokenizer_dir, directory)
 

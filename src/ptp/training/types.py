@@ -44,7 +44,7 @@ class Task(Protocol):
     """What the loop needs from a training job."""
 
     def trainable(self) -> nn.Module:
-        """The module whose parameters require grad (wrapped by accelerate)."""
+        """The module whose parameters require grad (wrapped by accelerate, or sharded)."""
 
     def train_batch(self, position: DataPosition) -> tuple[PackedBatch, DataPosition]:
         """The next global micro-batch (all processes' rows) and the position after it."""
@@ -55,8 +55,9 @@ class Task(Protocol):
     def evaluate(self, reduce: Callable[[torch.Tensor], torch.Tensor], rank: int, world: int) -> EvalResult:
         """Validation on this process's share, summed over processes with ``reduce``."""
 
-    def save_model(self, directory: Path, result: EvalResult | None) -> None:
-        """Write the loadable model files (main process only)."""
+    def save_model(self, directory: Path, result: EvalResult | None, weights: dict[str, torch.Tensor]) -> None:
+        """Write the loadable model files (main process only); ``weights`` are the full trainable
+        parameters by name (gathered when the model is sharded)."""
 
     def load_model(self, directory: Path) -> None:
         """Restore the trainable weights written by ``save_model``."""
