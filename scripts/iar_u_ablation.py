@@ -13,8 +13,9 @@ import sys
 
 import torch
 
+from ptp.decoding.step import crop_cache
 from ptp.model import PTPModel
-from ptp.training.objectives import crop_cache, inverse_ar_us, slot_inputs, teacher_pass, window_pass
+from ptp.training.objectives import inverse_ar_us, slot_inputs, teacher_pass, window_pass
 from ptp.training.packing import DataConfig, PackingConfig
 from ptp.training.setup import open_data
 from ptp.training.windows import EVAL_STREAM, UNIFORM, choose_windows

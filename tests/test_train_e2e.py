@@ -187,15 +187,17 @@ def test_two_processes_agree_with_one(setup):
 
 
 def test_fsdp_over_two_processes_agrees_with_one_and_resumes(setup):
-    """train.sharding=fsdp (FSDP2 over gloo): the same loss curve as one process, across a resume
-    (optimizer state gathered, then sharded again), and a checkpoint with the same weights."""
+    """train.sharding=fsdp (FSDP2 over gloo) with gradient accumulation: the same loss curve as one
+    process, across a resume (optimizer state gathered, then sharded again), and the same weights."""
     root, cfg = setup
-    single = root / "basic"
-    if not (single / "eval.csv").is_file():
-        pytest.skip("needs the run of test_train_writes_loadable_checkpoints_with_histogram")
+    settings = ["--config", str(cfg), "train.grad_accum=2", "packing.rows=2"]
+    single = root / "accum"
+    threads = torch.get_num_threads()
+    assert cli_main(["--threads", "1", "train", *settings, "train.max_steps=3", f"train.out_dir={single}"]) == 0
+    torch.set_num_threads(threads)
     run = root / "fsdp"
     for steps, extra in ((2, []), (3, ["--resume"])):
-        done = launch_processes(2, "train", "--config", str(cfg), f"train.max_steps={steps}", "train.sharding=fsdp",
+        done = launch_processes(2, "train", *settings, f"train.max_steps={steps}", "train.sharding=fsdp",
                                 f"train.out_dir={run}", *extra)
         assert done.returncode == 0, done.stderr[-3000:]
         summary = json.loads(done.stdout[done.stdout.index("{"):])

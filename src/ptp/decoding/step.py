@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
 from ptp.decoding.types import Verdict
 from ptp.masks import step_mask, step_positions
@@ -75,7 +76,7 @@ def verify(
     return Verdict(accepted=accepted, tokens=teacher[: accepted + 1].tolist())
 
 
-def crop_cache(cache, length: int) -> None:
+def crop_cache(cache: DynamicCache, length: int) -> None:
     """Keep the first ``length`` cache entries (transformers 5.x crop takes a negative count)."""
     current = cache.get_seq_length()
     if length < current:

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ptp.decoding.step import crop_cache
 from ptp.model import CONFIG_NAME, WEIGHTS_NAME, PTPConfig, PTPModel
 from ptp.sampling import SamplingConfig
 from ptp.training.objectives import (
     SlotInputs,
     TeacherPass,
-    crop_cache,
     inverse_ar_us,
     layout_shift,
     model_mode,

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from ptp.decoding.step import crop_cache
 from ptp.masks import document_mask, window_mask
 from ptp.model import NO_TOKEN, PTPModel
 from ptp.sampling import SamplingConfig, bin_edges, pick, process, u_in_interval
@@ -109,13 +110,6 @@ def window_pass(model, batch: PackedBatch, windows: Windows, u: torch.Tensor, ca
     is_slot = torch.ones_like(tokens, dtype=torch.bool)
     out = model(tokens, u.flatten(1), is_slot, positions, attention_mask=mask, cache=cache)
     return out.logits.view(b, n, length, -1)
-
-
-def crop_cache(cache: DynamicCache, length: int) -> None:
-    """Keep the first ``length`` entries (transformers 5.x crop takes a negative count)."""
-    current = cache.get_seq_length()
-    if length < current:
-        cache.crop(length - current)
 
 
 def slot_losses(objective: str, logits: torch.Tensor, slots: SlotInputs, windows: Windows,
