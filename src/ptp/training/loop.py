@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from transformers import PreTrainedModel
 
 from ptp.attention import ATTENTION_BACKENDS, resolve_backend, set_backend
@@ -186,6 +187,9 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
     """Run (or resume) training until max_steps, patience or max_minutes; returns a summary."""
     callbacks = callbacks or Callbacks()
     acc = accelerator or make_accelerator(cfg)
+    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ValueError(f"accelerate is configured for {acc.distributed_type.value}; ptp shards by itself: launch "
+                         "without --use_fsdp / --use_deepspeed and set train.sharding=fsdp")
     run_dir = Path(cfg.out_dir)
     model = task.trainable().to(acc.device)
     hf_model = getattr(model, "teacher", model)  # the Hugging Face network (a PTPModel wraps its teacher)
