@@ -248,3 +248,13 @@ def test_pretrain_end_to_end(tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "model")
     for key, value in model.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[key], value, rtol=1e-3, atol=1e-4)
+
+
+def test_accelerates_own_fsdp_mode_is_refused_with_the_alternative(tmp_path):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    fake = SimpleNamespace(distributed_type=DistributedType.FSDP)
+    with pytest.raises(ValueError, match=r"train\.sharding=fsdp"):
+        train(FakeTask([1.0], tmp_path), TrainConfig(out_dir=str(tmp_path / "run")), OptimConfig(), accelerator=fake)
