@@ -191,14 +191,17 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
         raise ValueError(f"accelerate is configured for {acc.distributed_type.value}; ptp shards by itself: launch "
                          "without --use_fsdp / --use_deepspeed and set train.sharding=fsdp")
     run_dir = Path(cfg.out_dir)
-    model = task.trainable().to(acc.device)
+    model = task.trainable()
+    sharding = cfg.sharding == "fsdp" and acc.num_processes > 1
+    if not sharding:  # sharded, each unit moves to the device as it is cut: never the whole model at once
+        model = model.to(acc.device)
     hf_model = getattr(model, "teacher", model)  # the Hugging Face network (a PTPModel wraps its teacher)
     if isinstance(hf_model, PreTrainedModel):
         set_backend(hf_model, resolve_backend(cfg.attention, hf_model, acc.device))
     state, resumed = _RunState(), latest_checkpoint(run_dir) if cfg.resume else None
     if resumed is not None:
         task.load_model(resumed)  # whole weights, before any sharding
-    if cfg.sharding == "fsdp" and acc.num_processes > 1:
+    if sharding:
         shard_model(model, hf_model)  # replaces the parameters: the optimizer is built after it
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=(optim.beta1, optim.beta2),

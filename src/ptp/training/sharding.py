@@ -5,7 +5,9 @@ Hugging Face network and then the whole trainable module become FSDP units: each
 of every weight (the frozen teacher's included) and gathers a unit's weights only while it runs.
 Gradients are reduce-scattered and averaged over processes as DDP would, so losses are the same.
 
-Checkpoints stay the single-process format: the trainable weights and the optimizer state are
+The model is cut while still on the CPU: each unit moves to the device as it is sharded, so a device
+never holds more than its shards plus one unit (each process does read the whole teacher into host
+memory first). Checkpoints stay the single-process format: the trainable weights and the optimizer state are
 gathered to full tensors (a collective: every process calls it) before the main process writes them,
 and a resumed run shards the loaded state again. Works on CUDA (NCCL) and on the CPU (gloo).
 """
