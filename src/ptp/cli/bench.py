@@ -41,12 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", default=None, help="JSONL with {id, prompt} (default: the bundled prompts)")
     p.add_argument("--methods", nargs="+", default=["ar-hf", "ar", "draft-verify", "pqd", "pld"],
                    choices=ALL_METHODS, metavar="METHOD", help=f"any of {', '.join(ALL_METHODS)}")
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=int, default=128, help="tokens generated per prompt and method")
     p.add_argument("--sampling", type=parse_sampling, action="append", default=None,
                    help="'greedy' or 'T,K,P'; repeatable (default: greedy and 0.7,50,0.95)")
     p.add_argument("--num-prompts", type=int, default=20, help="use the first N prompts")
     p.add_argument("--slot-budget", type=int, default=None, help="pqd/mtp u-slots per call (default: the model's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="u-stream seed (the same for every method)")
     p.add_argument("--mtp-model", default=None, help="checkpoint of the independent-prediction control")
     p.add_argument("--draft-model", default=None, help="small HF causal LM for sps (same tokenizer)")
     p.add_argument("--device", default="cpu", help="where the models run: cpu or cuda[:N]")

@@ -10,8 +10,15 @@ from ptp.sampling import SamplingConfig
 __all__ = ["Formatter", "add_sampling_args", "sampling_from_args", "tokenizer_dir"]
 
 
-class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults in --help and keep docstring line breaks."""
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keep docstring line breaks; append "(default: X)" to an option's help unless the help already
+    says what the default is or there is none to show (None, a False flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def add_sampling_args(parser: argparse.ArgumentParser, defaults: SamplingConfig | None = None) -> None:

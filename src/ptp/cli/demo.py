@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="PTP checkpoint directory (default: the bundled model)")
     p.add_argument("--prompts", default=None, help="JSONL of {id, prompt} (default: the model's prompts.jsonl)")
     p.add_argument("--prompt-id", default=None, help="which prompt (default: a random one, chosen by --seed)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate")
     p.add_argument("--seed", type=int, default=None, help="u-stream seed (default: random)")
     p.add_argument("--slot-budget", type=int, default=None, help="pqd u-slots per call (default: the model's)")
     add_sampling_args(p)

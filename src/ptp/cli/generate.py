@@ -15,9 +15,10 @@ HELP = "generate text with a PTP model"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="PTP checkpoint directory (ptp_config.json + adapter)")
     p.add_argument("--prompt", required=True, help="prompt text")
-    p.add_argument("--method", default="pqd", choices=["ar", "draft-verify", "pqd"])
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", default="pqd", choices=["ar", "draft-verify", "pqd"],
+                   help="decoding method (all give the same tokens for a seed)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate")
+    p.add_argument("--seed", type=int, default=0, help="u-stream seed")
     p.add_argument("--slot-budget", type=int, default=None, help="pqd: u-slots per call (default: the model's)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--json", action="store_true", help="print a JSON record instead of text")

@@ -20,9 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--model", default=None, help="PTP checkpoint directory (default: the bundled model)")
     p.add_argument("--prompts", default=None, help="JSONL of {id, prompt} (default: the model's prompts.jsonl)")
-    p.add_argument("--num-prompts", type=int, default=4)
-    p.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_CANDIDATES))
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--num-prompts", type=int, default=4, help="held-out prompts timed per budget")
+    p.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_CANDIDATES),
+                   help="slot budgets to try")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu or cuda[:N]")
     p.add_argument("--write", action="store_true", help="store the best budget in the checkpoint's ptp_config.json")
     add_sampling_args(p)
