@@ -68,7 +68,9 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_train_writes_loadable_checkpoints_with_histogram(setup):
+@pytest.fixture(scope="module")
+def basic_run(setup) -> Path:
+    """A 3-step single-process run of the module's config (the reference of the multi-process tests)."""
     root, cfg = setup
     out = root / "basic"
     threads = torch.get_num_threads()
@@ -76,6 +78,23 @@ def test_train_writes_loadable_checkpoints_with_histogram(setup):
                      "--set", "train.max_steps=3"])
     torch.set_num_threads(threads)
     assert code == 0
+    return out
+
+
+def same_curves(one: Path, two: Path) -> None:
+    """Per step the same loss and the same pre-clipping gradient norm (so the same gradient scale), and
+    the same tokens trained on in all (processes that each ran the whole batch would count double)."""
+    state = [json.loads((run / "last" / "trainer" / "state.json").read_text())["run"] for run in (one, two)]
+    assert state[0]["tokens"] == state[1]["tokens"] > 0
+    a, b = read_csv(one / "metrics.csv"), read_csv(two / "metrics.csv")
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for x, y in zip(a, b, strict=True):
+        assert float(y["loss"]) == pytest.approx(float(x["loss"]), rel=1e-4)
+        assert float(y["grad_norm"]) == pytest.approx(float(x["grad_norm"]), rel=1e-4)
+
+
+def test_train_writes_loadable_checkpoints_with_histogram(basic_run):
+    out = basic_run
     model = ptp.PTPModel.from_pretrained(out / "best")
     assert model.cfg.mode == "o-ptp" and model.cfg.window == 4 and model.cfg.sampling == SAMPLING
     assert len(model.cfg.correct_hist) == 5 and sum(model.cfg.correct_hist) == pytest.approx(1.0)
@@ -166,12 +185,11 @@ def test_resume_after_sigkill_continues_the_same_run(setup):
     ptp.PTPModel.from_pretrained(run / "best")
 
 
-def test_two_processes_agree_with_one(setup):
-    """Rows are split over processes and the loss is normalised globally: same losses, same validation."""
+def test_two_processes_agree_with_one(setup, basic_run):
+    """Rows are split over processes and the loss is normalised globally: same losses, gradient norms
+    and validation."""
     root, cfg = setup
-    single = root / "basic"
-    if not (single / "eval.csv").is_file():
-        pytest.skip("needs the run of test_train_writes_loadable_checkpoints_with_histogram")
+    single = basic_run
     double = launch_processes(2, "train", "--config", str(cfg), "train.max_steps=3", f"train.out_dir={root / 'two'}")
     assert double.returncode == 0, double.stderr[-3000:]
     summary = json.loads(double.stdout[double.stdout.index("{"):])
@@ -179,8 +197,7 @@ def test_two_processes_agree_with_one(setup):
     one, two = read_csv(single / "metrics.csv"), read_csv(root / "two" / "metrics.csv")
     assert len(one) == len(two) == 3
     assert float(two[0]["loss"]) == pytest.approx(float(one[0]["loss"]), rel=1e-5)  # the first step
-    for a, b in zip(one, two, strict=True):
-        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-4)
+    same_curves(single, root / "two")
     e1, e2 = read_csv(single / "eval.csv"), read_csv(root / "two" / "eval.csv")
     assert float(e2[0]["val_loss"]) == pytest.approx(float(e1[0]["val_loss"]), rel=1e-4)
     assert float(e2[0]["mean_correct"]) == pytest.approx(float(e1[0]["mean_correct"]), abs=1e-9)
@@ -202,10 +219,8 @@ def test_fsdp_over_two_processes_agrees_with_one_and_resumes(setup):
         assert done.returncode == 0, done.stderr[-3000:]
         summary = json.loads(done.stdout[done.stdout.index("{"):])
         assert summary["processes"] == 2 and summary["sharded"] is True
-    one, two = read_csv(single / "metrics.csv"), read_csv(run / "metrics.csv")
-    assert [int(r["step"]) for r in two] == [1, 2, 3]
-    for a, b in zip(one, two, strict=True):
-        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-4)
+    assert [int(r["step"]) for r in read_csv(run / "metrics.csv")] == [1, 2, 3]
+    same_curves(single, run)
     e1, e2 = read_csv(single / "eval.csv"), read_csv(run / "eval.csv")
     assert float(e2[-1]["val_loss"]) == pytest.approx(float(e1[-1]["val_loss"]), rel=1e-4)
     want = ptp.PTPModel.from_pretrained(single / "last").trainable_state_dict()

@@ -240,9 +240,8 @@ def test_pretrain_end_to_end(tmp_path):
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     summary = json.loads(sharded.stdout[sharded.stdout.index("{"):])
     assert summary["processes"] == 2 and summary["sharded"] is True
-    for name in ("metrics.csv", "eval.csv"):
+    for name, key in (("metrics.csv", "loss"), ("metrics.csv", "grad_norm"), ("eval.csv", "val_loss")):
         with open(out / name, newline="") as one, open(tmp_path / "fsdp" / name, newline="") as two:
-            key = "loss" if name == "metrics.csv" else "val_loss"
             want = [float(row[key]) for row in csv.DictReader(one)]
             assert [float(row[key]) for row in csv.DictReader(two)] == pytest.approx(want, rel=1e-4)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "model")

@@ -5,7 +5,7 @@ import torch
 
 from ptp.data.shards import ShardWriter, TokenShards
 from ptp.masks import PAD_DOC
-from ptp.training.packing import DataPosition, PackingConfig, SequenceSource, pack
+from ptp.training.packing import DataPosition, PackedBatch, PackingConfig, SequenceSource, eval_share, pack
 
 
 def write_shards(path, lengths, prompt=0, rows_per_shard=5):
@@ -89,3 +89,17 @@ def test_validation_packing_takes_one_piece_per_sequence(tmp_path):
                     epochs=False, first_only=True)
     firsts = sorted(int(batch.tokens[r, 0]) for r in range(batch.tokens.shape[0]))
     assert batch.num_tokens == 16 + 5 + 16 + 6 and firsts[:2] == [0, 1000]
+
+
+def test_processes_take_disjoint_contiguous_shares_and_validation_never_skips_a_call():
+    rows = torch.arange(5)[:, None].expand(5, 4)
+    batch = PackedBatch(rows, torch.zeros(5, 4, dtype=torch.long), torch.zeros(5, 4, dtype=torch.long),
+                        torch.ones(5, 4, dtype=torch.bool), torch.arange(5))
+    assert [batch.share(r, 2).row_ids.tolist() for r in range(2)] == [[0, 1, 2], [3, 4]]
+    assert [batch.share(r, 3).row_ids.tolist() for r in range(3)] == [[0, 1], [2, 3], [4]]
+    assert batch.share(0, 1).row_ids.tolist() == [0, 1, 2, 3, 4]
+    one = batch.rows(0, 1)
+    mine, counts = eval_share(one, 0, 2)
+    assert counts and mine.row_ids.tolist() == [0]
+    spare, counts = eval_share(one, 1, 2)  # nothing left for process 1: it still runs a row, uncounted
+    assert not counts and spare.tokens.shape[0] == 1

@@ -173,6 +173,6 @@ def run(args: argparse.Namespace) -> int:
     summary = {"steps": result.steps, "stop_reason": result.stop_reason, "best_step": result.best_step,
                "best_mean_correct": result.best_score, "last_eval": result.last_eval,
                "run_dir": str(result.run_dir), "best": str(result.run_dir / "best"),
-               "processes": result.processes, "sharded": result.sharded}
+               "processes": result.processes, "sharded": result.sharded, "tokens": result.tokens}
     print(json.dumps(summary, indent=1))
     return 0

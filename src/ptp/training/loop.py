@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
+from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel
 
 from ptp.attention import ATTENTION_BACKENDS, resolve_backend, set_backend
@@ -111,6 +112,7 @@ class Progress:
     lr: float
     tokens_per_s: float  # real tokens (all processes) per second of this session
     eta_s: float  # seconds to max_steps at the current pace
+    grad_norm: float = 0.0  # mean global gradient norm before clipping (all processes' gradients together)
 
 
 class Callbacks:
@@ -135,6 +137,7 @@ class TrainResult:
     run_dir: Path
     is_main: bool  # this process is the main one (the one that writes and reports)
     processes: int = 1  # processes that trained together
+    tokens: int = 0  # real tokens trained on (over resumes), all processes together
     sharded: bool = False  # weights were sharded over them (FSDP)
 
 
@@ -172,6 +175,7 @@ class _RunState:
     best_step: int = -1
     bad_evals: int = 0
     elapsed_s: float = 0.0
+    tokens: int = 0  # real tokens trained on, all processes together
 
     def to_dict(self) -> dict:
         return {**asdict(self), "position": self.position.to_dict()}
@@ -179,7 +183,7 @@ class _RunState:
     @classmethod
     def from_dict(cls, data: dict) -> _RunState:
         fields = {k: data[k] for k in ("step", "best_score", "best_step", "bad_evals", "elapsed_s")}
-        return cls(position=DataPosition.from_dict(data["position"]), **fields)
+        return cls(position=DataPosition.from_dict(data["position"]), tokens=data.get("tokens", 0), **fields)
 
 
 def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks | None = None,
@@ -231,11 +235,12 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
         for group in optimizer.param_groups:
             group["lr"] = lr
         t0 = time.monotonic()
-        sums = _optimizer_step(task, wrapped, optimizer, acc, state, cfg, optim, params)
+        sums, grad_norm = _optimizer_step(task, wrapped, optimizer, acc, state, cfg, optim, params)
         seconds = time.monotonic() - t0
         state.step += 1
         state.elapsed_s += seconds
-        window.add(sums, seconds)
+        state.tokens += int(sums[3])
+        window.add(sums, seconds, grad_norm)
         time_left = max(0.0, budget_s - state.elapsed_s) if budget_s else math.inf
         if acc.is_main_process and (state.step % cfg.log_every == 0 or state.step == cfg.max_steps):
             progress = window.report(state.step, cfg.max_steps, lr, time_left)
@@ -270,12 +275,13 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
     acc.wait_for_everyone()
     metrics = last_eval.metrics if last_eval else {}
     return TrainResult(state.step, state.best_score, state.best_step, metrics, stop_reason, run_dir,
-                       acc.is_main_process, acc.num_processes, is_sharded(model))
+                       acc.is_main_process, acc.num_processes, state.tokens, is_sharded(model))
 
 
 def _optimizer_step(task: Task, wrapped, optimizer, acc: Accelerator, state: _RunState, cfg: TrainConfig,
-                    optim: OptimConfig, params: list) -> torch.Tensor:
-    """grad_accum micro-batches, one optimizer step; returns [loss_sum, count, correct, tokens] (global)."""
+                    optim: OptimConfig, params: list) -> tuple[torch.Tensor, float]:
+    """grad_accum micro-batches, one optimizer step; returns [loss_sum, count, correct, tokens] (global)
+    and the gradient norm before clipping."""
     totals = torch.zeros(4, dtype=torch.float64, device=acc.device)
     for micro in range(cfg.grad_accum):
         batch, state.position = task.train_batch(state.position)
@@ -293,11 +299,10 @@ def _optimizer_step(task: Task, wrapped, optimizer, acc: Accelerator, state: _Ru
             loss = out.loss_sum * acc.num_processes / (stats[1].clamp(min=1) * cfg.grad_accum)
             acc.backward(loss.float())
         totals += stats
-    if optim.grad_clip > 0:
-        acc.clip_grad_norm_(params, optim.grad_clip)
+    norm = acc.clip_grad_norm_(params, optim.grad_clip if optim.grad_clip > 0 else math.inf)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return totals.cpu()
+    return totals.cpu(), float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
 
 
 def _save(task: Task, model, run_dir: Path, state: _RunState, optimizer, last_eval: EvalResult | None,
@@ -320,11 +325,13 @@ class _Window:
     def __init__(self) -> None:
         self.sums = torch.zeros(4, dtype=torch.float64)
         self.seconds = 0.0
+        self.grad_norm = 0.0
         self.steps = 0
 
-    def add(self, sums: torch.Tensor, seconds: float) -> None:
+    def add(self, sums: torch.Tensor, seconds: float, grad_norm: float) -> None:
         self.sums += sums
         self.seconds += seconds
+        self.grad_norm += grad_norm
         self.steps += 1
 
     def report(self, step: int, max_steps: int, lr: float, time_left: float) -> Progress:
@@ -332,7 +339,8 @@ class _Window:
         loss_sum, count, correct, tokens = self.sums.tolist()
         per_step = self.seconds / max(1, self.steps)
         return Progress(step, max_steps, loss_sum / max(count, 1.0), correct / max(count, 1.0), lr,
-                        tokens / max(self.seconds, 1e-9), min(per_step * (max_steps - step), time_left))
+                        tokens / max(self.seconds, 1e-9), min(per_step * (max_steps - step), time_left),
+                        self.grad_norm / max(1, self.steps))
 
 
 def best_dir(run_dir: Path) -> Path:

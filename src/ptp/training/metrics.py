@@ -13,7 +13,7 @@ from ptp.training.types import EvalResult
 
 TRAIN_CSV = "metrics.csv"
 EVAL_CSV = "eval.csv"
-TRAIN_FIELDS = ("step", "loss", "accuracy", "lr", "tokens_per_s", "elapsed_s")
+TRAIN_FIELDS = ("step", "loss", "accuracy", "lr", "tokens_per_s", "elapsed_s", "grad_norm")
 
 
 def _truncate(path: Path, after_step: int) -> list[str] | None:
@@ -36,18 +36,25 @@ class MetricsWriter:
     def __init__(self, run_dir: Path, start_step: int, tensorboard: bool) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.train_path, self.eval_path = run_dir / TRAIN_CSV, run_dir / EVAL_CSV
-        if _truncate(self.train_path, start_step) is None:
+        header = _truncate(self.train_path, start_step)
+        if header is None:
             with open(self.train_path, "w", newline="") as handle:
                 csv.writer(handle).writerow(TRAIN_FIELDS)
+        elif header != list(TRAIN_FIELDS):  # a run started by an older version: its rows lack the new columns
+            with open(self.train_path, newline="") as handle:
+                rows = list(csv.reader(handle))[1:]
+            with open(self.train_path, "w", newline="") as handle:
+                csv.writer(handle).writerows([TRAIN_FIELDS, *rows])
         self.eval_header = _truncate(self.eval_path, start_step)
         self.board = _board(run_dir / "tensorboard", start_step) if tensorboard else None
 
     def log_train(self, progress, elapsed_s: float) -> None:
-        row = [progress.step, progress.loss, progress.accuracy, progress.lr, progress.tokens_per_s, elapsed_s]
+        row = [progress.step, progress.loss, progress.accuracy, progress.lr, progress.tokens_per_s, elapsed_s,
+               progress.grad_norm]
         with open(self.train_path, "a", newline="") as handle:
             csv.writer(handle).writerow(row)
         if self.board is not None:
-            for name in ("loss", "accuracy", "lr", "tokens_per_s"):
+            for name in ("loss", "accuracy", "lr", "tokens_per_s", "grad_norm"):
                 self.board.add_scalar(f"train/{name}", getattr(progress, name), progress.step)
 
     def log_eval(self, step: int, result: EvalResult) -> None:
