@@ -60,3 +60,16 @@ def test_block_mask_keeps_the_dense_pattern():
     assert tuple(bm.shape[-2:]) == (5, 9)
     b, q, k = torch.meshgrid(torch.arange(2), torch.arange(5), torch.arange(9), indexing="ij")
     assert torch.equal(bm.mask_mod(b, torch.zeros_like(b), q, k), allowed[:, 0])
+
+
+def test_block_mask_skips_exactly_the_empty_blocks():
+    """Over several 128-blocks: flex computes a block iff the dense mask allows something in it."""
+    q_len, k_len, size = 300, 400, 128
+    qi, ki = torch.arange(q_len)[:, None], torch.arange(k_len)[None, :]
+    allowed = torch.stack([ki <= qi + 100, (ki // 50) == (qi // 50)])[:, None]  # shifted causal; block diagonal
+    blocks = block_mask(allowed).to_dense()  # [B, H, Q blocks, K blocks]
+    padded = torch.zeros(2, 1, 3 * size, 4 * size, dtype=torch.bool)
+    padded[..., :q_len, :k_len] = allowed
+    want = padded.view(2, 1, 3, size, 4, size).any(dim=(3, 5))
+    assert torch.equal(blocks.bool(), want)
+    assert not want.all() and want.any()  # the pattern has both kinds of blocks

@@ -72,7 +72,7 @@ def test_tune_measures_budgets_and_writes_the_best(bench_dir, capsys):
     assert ptp.PTPModel.from_pretrained(model).cfg.slot_budget == best
 
 
-def test_forward_cost_grows_with_query_rows(bench_dir):
+def test_forward_cost_reports_a_positive_cost_per_query_size(bench_dir):
     from ptp.bench.tune import forward_cost
 
     costs = forward_cost(ptp.PTPModel.from_pretrained(bench_dir / "model"), context_len=16, query_sizes=(1, 8),

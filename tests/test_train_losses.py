@@ -129,8 +129,37 @@ def test_step_backpropagates_into_adapters_only(objective):
     assert all(g is not None for g in lora_grads)
 
 
-def test_an_exact_drafter_scores_every_slot():
-    """Mean-correct counts leading matches: a C-PTP slot equal to the teacher's next row is always right."""
+def test_mean_correct_counts_leading_right_slots_of_full_windows(monkeypatch):
+    """A wrong slot ends a window's run (later right slots do not count); windows with invalid slots are left out."""
+    import dataclasses
+
+    import ptp.training.distill as distill
+
+    real = distill.eval_pass
+    seen = {}
+
+    def pattern(base, batch, cfg, sampling):  # slot j right iff j != k_w, for k_w = 0, 1, ..., L cycling
+        ev = real(base, batch, cfg, sampling)
+        b, n, length = ev.right.shape
+        k = (torch.arange(b * n) % (length + 1)).view(b, n, 1)
+        right = (torch.arange(length) != k) & ev.slots.valid
+        seen["leading"] = k.squeeze(-1)[ev.slots.valid.all(-1)]
+        return dataclasses.replace(ev, right=right)
+
+    monkeypatch.setattr(distill, "eval_pass", pattern)
+    model = ptp.PTPModel.from_teacher(tiny_teacher("llama", 0), mode="o-ptp", lora_rank=4, window=3)
+    batch = make_batch(((7, 11), (18,)), seq_len=18)
+    counts = eval_counts(model, batch, DistillConfig(objective="o-ptp", windows_per_row=6), model.cfg.sampling)
+    result = eval_result(counts, "o-ptp", window=3)
+    want = torch.bincount(seen["leading"], minlength=4).double()
+    assert 0 < len(seen["leading"]) < 12  # some windows are full, some are not
+    assert result.metrics["val_windows"] == len(seen["leading"])
+    assert result.hist == pytest.approx(tuple((want / want.sum()).tolist()))
+    assert result.score == pytest.approx(float(seen["leading"].double().mean()))
+
+
+def test_cptp_eval_reports_consistent_slot_perplexities():
+    """C-PTP validation: per-slot perplexities combine into the overall ones; a histogram by hand."""
     model = ptp.PTPModel.from_teacher(tiny_teacher("llama", 0, sharpness=2.0), mode="c-ptp", lora_rank=4, window=3)
     batch = make_batch(((18,),), seq_len=18)
     cfg = DistillConfig(objective="c-ptp", windows_per_row=4)
