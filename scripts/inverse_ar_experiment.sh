@@ -2,13 +2,14 @@
 # Inverse-autoregressive C-PTP (DESIGN §1, paper §2.2.2 / Table 2) against a small real teacher with a
 # small vocabulary, on a 2-core CPU. Reproduces the figures of the inverse-AR note (issue 3).
 # Everything goes to data/iar-* and runs/iar-* (git-ignored). One job at a time, one thread each.
-# Usage: scripts/inverse_ar_experiment.sh [step ...]   steps: data teacher iar char ablate (default: all)
+# Usage: scripts/inverse_ar_experiment.sh [step ...]   steps: data teacher iar char floor long ablate
+# (default: all but long)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PTP=".venv/bin/ptp --threads 1"
 TEACHER_MIN=${TEACHER_MIN:-9}
 IAR_MIN=${IAR_MIN:-12}
-steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(data teacher iar char ablate)
+steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(data teacher iar char floor ablate)
 
 for step in "${steps[@]}"; do case $step in
 data)  # ~12 MB of stdlib train sources (split of `ptp corpus` in data/corpus), the val split as is
@@ -81,6 +82,17 @@ PY
     model.window=2 data.train=data/iar-shardschar/train data.val=data/iar-shardschar/val \
     distill.objective=inverse-ar optim.lr=3e-4 train.out_dir=runs/iar-f-char-arith-w2-lr3e-4 \
     train.max_steps=100000 train.max_minutes=6 train.eval_every=250 train.save_every=250 ;;
+floor)  # the exact u-blind floor of the first slot (what an adapter that ignores u can reach at best)
+  .venv/bin/python scripts/iar_ublind_floor.py runs/iar-teacherchar/model data/iar-shardschar/val ;;
+long)  # 80-minute runs, window 2, lr 1e-3 cosine over the time budget, sorted vs id CDF order (side by side)
+  for order in sorted id; do
+    $PTP train --config configs/distill-o-ptp.yaml model.teacher=runs/iar-teacherchar/model model.embedding=arith \
+      model.window=2 data.train=data/iar-shardschar/train data.val=data/iar-shardschar/val \
+      distill.objective=inverse-ar sampling.order=$order optim.lr=1e-3 optim.schedule=cosine \
+      train.out_dir=runs/iar-long-w2-$order train.max_steps=1000000 train.max_minutes=${LONG_MIN:-80} \
+      train.eval_every=1000 train.save_every=1000 &
+  done
+  wait ;;
 ablate)  # does the adapter use its u's? own inverse-AR u's vs u's of another window
   .venv/bin/python scripts/iar_u_ablation.py runs/iar-a-arith-w4/last data/iar-shards512/val
   .venv/bin/python scripts/iar_u_ablation.py runs/iar-d-char-arith-w4/last data/iar-shardschar/val ;;

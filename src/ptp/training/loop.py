@@ -39,7 +39,7 @@ from ptp.training.sharding import (
     SHARDINGS,
     full_optimizer_state,
     is_sharded,
-    load_sharded_optimizer_state,
+    load_optimizer_state,
     shard_model,
     trainable_weights,
 )
@@ -195,34 +195,15 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
         raise ValueError(f"accelerate is configured for {acc.distributed_type.value}; ptp shards by itself: launch "
                          "without --use_fsdp / --use_deepspeed and set train.sharding=fsdp")
     run_dir = Path(cfg.out_dir)
-    model = task.trainable()
-    sharding = cfg.sharding == "fsdp" and acc.num_processes > 1
-    if not sharding:  # sharded, each unit moves to the device as it is cut: never the whole model at once
-        model = model.to(acc.device)
-    hf_model = getattr(model, "teacher", model)  # the Hugging Face network (a PTPModel wraps its teacher)
-    if isinstance(hf_model, PreTrainedModel):
-        set_backend(hf_model, resolve_backend(cfg.attention, hf_model, acc.device))
-    state, resumed = _RunState(), latest_checkpoint(run_dir) if cfg.resume else None
-    if resumed is not None:
-        task.load_model(resumed)  # whole weights, before any sharding
-    if sharding:
-        shard_model(model, hf_model)  # replaces the parameters: the optimizer is built after it
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=(optim.beta1, optim.beta2),
-                                  weight_decay=optim.weight_decay)
+    resumed = latest_checkpoint(run_dir) if cfg.resume else None
+    model, wrapped, optimizer, params = _prepare(task, cfg, optim, acc, resumed)
+    state = _RunState()
     if resumed is not None:
         saved, opt_state, rng = load_trainer_state(resumed)
-        if is_sharded(model):
-            load_sharded_optimizer_state(optimizer, opt_state)
-        else:
-            optimizer.load_state_dict(opt_state)
+        load_optimizer_state(optimizer, opt_state)
         restore_rng(rng)
         state = _RunState.from_dict(saved["run"])
     acc.wait_for_everyone()
-    if is_sharded(model):  # FSDP already synchronises gradients: no DDP wrapper
-        wrapped, optimizer = model, acc.prepare(optimizer)
-    else:
-        wrapped, optimizer = acc.prepare(model, optimizer)
     writer = MetricsWriter(run_dir, state.step, cfg.tensorboard) if acc.is_main_process else None
     if acc.is_main_process:
         callbacks.on_start(state.step, cfg.max_steps, resumed)
@@ -278,6 +259,29 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
                        acc.is_main_process, acc.num_processes, state.tokens, is_sharded(model))
 
 
+def _prepare(task: Task, cfg: TrainConfig, optim: OptimConfig, acc: Accelerator, resumed: Path | None):
+    """(model, the module to call for gradients, optimizer, trainable params): weights restored from
+    ``resumed``, attention backend set, sharded (FSDP) or wrapped by accelerate (DDP)."""
+    model = task.trainable()
+    sharding = cfg.sharding == "fsdp" and acc.num_processes > 1
+    if not sharding:  # sharded, each unit moves to the device as it is cut: never the whole model at once
+        model = model.to(acc.device)
+    hf_model = getattr(model, "teacher", model)  # the Hugging Face network (a PTPModel wraps its teacher)
+    if isinstance(hf_model, PreTrainedModel):
+        set_backend(hf_model, resolve_backend(cfg.attention, hf_model, acc.device))
+    if resumed is not None:
+        task.load_model(resumed)  # whole weights, before any sharding
+    if sharding:
+        shard_model(model, hf_model)  # replaces the parameters: the optimizer is built after it
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=(optim.beta1, optim.beta2),
+                                  weight_decay=optim.weight_decay)
+    if sharding:  # FSDP synchronises gradients itself: no DDP wrapper
+        return model, model, acc.prepare(optimizer), params
+    wrapped, optimizer = acc.prepare(model, optimizer)
+    return model, wrapped, optimizer, params
+
+
 def _optimizer_step(task: Task, wrapped, optimizer, acc: Accelerator, state: _RunState, cfg: TrainConfig,
                     optim: OptimConfig, params: list) -> tuple[torch.Tensor, float]:
     """grad_accum micro-batches, one optimizer step; returns [loss_sum, count, correct, tokens] (global)
@@ -309,7 +313,7 @@ def _save(task: Task, model, run_dir: Path, state: _RunState, optimizer, last_ev
           is_best: bool, acc: Accelerator, callbacks: Callbacks, cfg: TrainConfig, optim: OptimConfig) -> None:
     # Sharded tensors are gathered on every process (collectives), then the main process writes them.
     weights = trainable_weights(model)
-    opt_state = full_optimizer_state(optimizer) if is_sharded(model) else optimizer.state_dict()
+    opt_state = full_optimizer_state(optimizer)
     if acc.is_main_process:
         payload = {"run": state.to_dict(), "train": asdict(cfg), "optim": asdict(optim), "task": task.config_dict(),
                    "last_eval": last_eval.metrics if last_eval else None}

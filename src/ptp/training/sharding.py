@@ -62,7 +62,7 @@ def full_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
-    """``optimizer.state_dict()`` with every sharded state tensor gathered (collective)."""
+    """``optimizer.state_dict()`` with every sharded state tensor gathered (collective when sharded)."""
     state = optimizer.state_dict()
     for index in sorted(state["state"]):
         entry = state["state"][index]
@@ -70,11 +70,11 @@ def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
     return state
 
 
-def load_sharded_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Load a full (single-process format) optimizer state into an optimizer over sharded parameters.
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a full (single-process format) optimizer state, sharding it where the parameters are sharded.
 
-    Each process keeps its own shard of every state tensor shaped like its parameter; the rest
-    (e.g. AdamW's step count) is loaded as it is.
+    Each process keeps its own shard of every state tensor shaped like its sharded parameter; the rest
+    (plain parameters' state, AdamW's step count) is loaded as it is.
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for index, entry in state["state"].items():
