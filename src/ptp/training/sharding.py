@@ -1,15 +1,15 @@
 """FSDP (PyTorch's ``fully_shard``, FSDP2) for teachers too big to copy onto every process.
 
-With ``train.sharding=fsdp`` and several processes (``accelerate launch``), every decoder layer of the
-Hugging Face network and then the whole trainable module become FSDP units: each process keeps 1/world
-of every weight (the frozen teacher's included) and gathers a unit's weights only while it runs.
-Gradients are reduce-scattered and averaged over processes as DDP would, so losses are the same.
+With ``train.sharding=fsdp`` and several processes (``accelerate launch --multi_gpu``), every decoder
+layer of the Hugging Face network and then the whole trainable module become FSDP units: each process
+keeps 1/world of every weight (the frozen teacher's included) and gathers a unit's weights only while
+it runs. Gradients are reduce-scattered and averaged over processes as DDP would, so losses are the same.
 
 The model is cut while still on the CPU: each unit moves to the device as it is sharded, so a device
 never holds more than its shards plus one unit (each process does read the whole teacher into host
-memory first). Checkpoints stay the single-process format: the trainable weights and the optimizer state are
-gathered to full tensors (a collective: every process calls it) before the main process writes them,
-and a resumed run shards the loaded state again. Works on CUDA (NCCL) and on the CPU (gloo).
+memory first). Checkpoints stay the single-process format: the trainable weights and the optimizer
+state are gathered to full tensors (a collective: every process calls it) before the main process
+writes them, and a resumed run shards the loaded state again. Works on CUDA (NCCL) and on the CPU (gloo).
 """
 
 from __future__ import annotations
