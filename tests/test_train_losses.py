@@ -193,3 +193,15 @@ def test_teacher_distribution_uses_the_stored_sampling():
         logits = model.teacher(batch.tokens, position_ids=batch.positions).logits
     torch.testing.assert_close(teacher.q, process(logits, sampling), atol=1e-5, rtol=1e-4)
     assert int((teacher.q[0] > 0).sum(-1).max()) <= 5
+
+
+def test_validation_windows_do_not_depend_on_the_training_seed():
+    """Runs with other distill.seed values are validated on the same windows and u's (comparable scores)."""
+    model = ptp.PTPModel.from_teacher(tiny_teacher("llama", 0), mode="o-ptp", lora_rank=4, window=3)
+    batch = make_batch(((7, 11), (18,)), seq_len=18)
+    counts = [eval_counts(model, batch, DistillConfig(windows_per_row=6, seed=seed), model.cfg.sampling)
+              for seed in (0, 1)]
+    assert torch.equal(counts[0], counts[1])
+    train = [distill_step(model, model, batch, DistillConfig(windows_per_row=6, seed=seed), model.cfg.sampling)
+             for seed in (0, 1)]
+    assert not torch.equal(train[0].loss_sum, train[1].loss_sum)  # while training windows follow the seed

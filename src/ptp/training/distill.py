@@ -36,7 +36,7 @@ from ptp.training.objectives import (
 )
 from ptp.training.packing import DataPosition, PackedBatch, PackingConfig, SequenceSource, eval_share, pack
 from ptp.training.types import EvalResult, StepOutput
-from ptp.training.windows import EVAL_STREAM, UNIFORM, Windows, choose_windows
+from ptp.training.windows import EVAL_STREAM, UNIFORM, VAL_WINDOW_SEED, Windows, choose_windows
 
 DEFAULT_BETA = 0.3  # z ~ Beta(0.3, 0.3) inside teacher intervals (paper App. C)
 
@@ -48,7 +48,7 @@ class DistillConfig:
     objective: str = "o-ptp"  # o-ptp | c-ptp | mtp | inverse-ar
     windows_per_row: int = 32  # window starts drawn per packed row (distinct predictable tokens)
     beta: float = DEFAULT_BETA  # training z ~ Beta(beta, beta); validation always uses uniform z
-    seed: int = 0  # seeds window starts and z per row
+    seed: int = 0  # seeds the training windows' starts and z per row (validation windows are fixed: VAL_WINDOW_SEED)
 
     def __post_init__(self) -> None:
         model_mode(self.objective)
@@ -96,7 +96,7 @@ def eval_pass(base: PTPModel, batch: PackedBatch, cfg: DistillConfig, sampling: 
     batch = batch.to(base.device)
     teacher = teacher_pass(base, batch, sampling)
     windows = choose_windows(batch, cfg.windows_per_row, base.cfg.window, layout_shift(cfg.objective), UNIFORM,
-                             cfg.seed, EVAL_STREAM).to(base.device)
+                             VAL_WINDOW_SEED, EVAL_STREAM).to(base.device)
     slots = slot_inputs(batch, windows, teacher)
     logits = window_pass(base, batch, windows, slots.u, teacher.cache, base.cfg.first_slot_token)
     crop_cache(teacher.cache, batch.tokens.shape[1])

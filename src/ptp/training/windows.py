@@ -27,6 +27,7 @@ from ptp.training.packing import PackedBatch
 
 TRAIN_STREAM = 0  # generator stream ids: training rows and validation rows never share randomness
 EVAL_STREAM = 1
+VAL_WINDOW_SEED = 0  # validation windows do not depend on distill.seed: runs with other seeds compare directly
 UNIFORM = 1.0  # Beta(1, 1) is uniform: the validation z
 
 
