@@ -3,7 +3,9 @@
 # character-level setting of scripts/inverse_ar_experiment.sh (V=41 teacher, 4 layers, d=128) with
 # 16x the CPU runs' rows per step. On the 2-core CPU (80 min, 4 rows a step) the first slot's
 # perplexity ratio fell from 2.29 to ~1.3-1.4 and was still falling (README, "Inverse-AR").
-# Carry (ignored paths): data/iar-shardschar runs/iar-teacherchar/model, plus the transformers wheel.
+# Carry (ignored paths): data/iar-shardschar runs/iar-teacherchar8/model, plus the transformers wheel.
+# The 8-layer teacher by default: on the CPU its adapter learnt to read u far faster than over the
+# 4-layer one (TEACHER=runs/iar-teacherchar/model for that).
 # Usage (repo root):  OUT=dir [IAR_MINUTES=8] [ROWS=64] [WINDOW=2] scripts/gpu_inverse_ar.sh
 # Dry run on a CPU:   DEVICE=cpu IAR_MINUTES=0.2 ROWS=2 OUT=/tmp/iar-dry scripts/gpu_inverse_ar.sh
 # The run directory is OUT/run: eval.csv (slot{j}_ratio per evaluation) comes back even if the lease ends.
@@ -12,10 +14,10 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-runs/gpu-iar}
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
-TEACHER=${TEACHER:-runs/iar-teacherchar/model}
+TEACHER=${TEACHER:-runs/iar-teacherchar8/model}
 SHARDS=${SHARDS:-data/iar-shardschar}
 for need in "$TEACHER/config.json" "$SHARDS/train/manifest.json" "$SHARDS/val/manifest.json"; do
-  [ -f "$need" ] || { echo "missing $need (make it with scripts/inverse_ar_experiment.sh data char)" >&2; exit 2; }
+  [ -f "$need" ] || { echo "missing $need (make it with scripts/inverse_ar_experiment.sh data char deep)" >&2; exit 2; }
 done
 mkdir -p "$OUT"
 threads=1; [ "$DEVICE" = cpu ] || threads=4

@@ -2,8 +2,8 @@
 # Inverse-autoregressive C-PTP (DESIGN §1, paper §2.2.2 / Table 2) against a small real teacher with a
 # small vocabulary, on a 2-core CPU. Reproduces the figures of the inverse-AR note (issue 3).
 # Everything goes to data/iar-* and runs/iar-* (git-ignored). One job at a time, one thread each.
-# Usage: scripts/inverse_ar_experiment.sh [step ...]   steps: data teacher iar char floor long ablate
-# (default: all but long)
+# Usage: scripts/inverse_ar_experiment.sh [step ...]   steps: data teacher iar char floor long deep ablate
+# (default: all but long and deep)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PTP=".venv/bin/ptp --threads 1"
@@ -93,6 +93,17 @@ long)  # 80-minute runs, window 2, lr 1e-3 cosine over the time budget, sorted v
       train.eval_every=1000 train.save_every=1000 &
   done
   wait ;;
+deep)  # the same long run over an 8-layer character teacher (7 minutes of pretraining): does depth help?
+  $PTP pretrain --config configs/pretrain-small.yaml teacher.hidden_size=128 teacher.layers=8 teacher.heads=4 \
+    teacher.kv_heads=4 teacher.intermediate_size=352 data.train=data/iar-shardschar/train \
+    data.val=data/iar-shardschar/val train.out_dir=runs/iar-teacherchar8 train.max_steps=2500 train.max_minutes=7 \
+    train.eval_every=250 train.patience=100 optim.lr=2e-3 optim.warmup_steps=100
+  .venv/bin/python scripts/iar_ublind_floor.py runs/iar-teacherchar8/model data/iar-shardschar/val
+  $PTP train --config configs/distill-o-ptp.yaml model.teacher=runs/iar-teacherchar8/model model.embedding=arith \
+    model.window=2 data.train=data/iar-shardschar/train data.val=data/iar-shardschar/val \
+    distill.objective=inverse-ar sampling.order=sorted optim.lr=1e-3 optim.schedule=cosine \
+    train.out_dir=runs/iar-long-w2-sorted-8l train.max_steps=1000000 train.max_minutes=40 \
+    train.eval_every=1000 train.save_every=1000 ;;
 ablate)  # does the adapter use its u's? own inverse-AR u's vs u's of another window
   .venv/bin/python scripts/iar_u_ablation.py runs/iar-a-arith-w4/last data/iar-shards512/val
   .venv/bin/python scripts/iar_u_ablation.py runs/iar-d-char-arith-w4/last data/iar-shardschar/val ;;
