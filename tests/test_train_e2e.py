@@ -190,9 +190,7 @@ def test_two_processes_agree_with_one(setup, basic_run):
     and validation."""
     root, cfg = setup
     single = basic_run
-    double = launch_processes(2, "train", "--config", str(cfg), "train.max_steps=3", f"train.out_dir={root / 'two'}")
-    assert double.returncode == 0, double.stderr[-3000:]
-    summary = json.loads(double.stdout[double.stdout.index("{"):])
+    summary = launch_processes(2, "train", "--config", str(cfg), "train.max_steps=3", f"train.out_dir={root / 'two'}")
     assert summary["processes"] == 2 and summary["sharded"] is False  # DDP: a whole model per process
     one, two = read_csv(single / "metrics.csv"), read_csv(root / "two" / "metrics.csv")
     assert len(one) == len(two) == 3
@@ -214,10 +212,8 @@ def test_fsdp_over_two_processes_agrees_with_one_and_resumes(setup):
     torch.set_num_threads(threads)
     run = root / "fsdp"
     for steps, extra in ((2, []), (3, ["--resume"])):
-        done = launch_processes(2, "train", *settings, f"train.max_steps={steps}", "train.sharding=fsdp",
-                                f"train.out_dir={run}", *extra)
-        assert done.returncode == 0, done.stderr[-3000:]
-        summary = json.loads(done.stdout[done.stdout.index("{"):])
+        summary = launch_processes(2, "train", *settings, f"train.max_steps={steps}", "train.sharding=fsdp",
+                                   f"train.out_dir={run}", *extra)
         assert summary["processes"] == 2 and summary["sharded"] is True
     assert [int(r["step"]) for r in read_csv(run / "metrics.csv")] == [1, 2, 3]
     same_curves(single, run)

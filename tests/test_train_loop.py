@@ -235,10 +235,8 @@ def test_pretrain_end_to_end(tmp_path):
     assert (out / "model" / "model.safetensors").is_file() and not (out / "model" / "trainer").exists()
     assert AutoTokenizer.from_pretrained(out / "model").eos_token == "<eos>"
     # The same run with the weights sharded over two processes (FSDP2 over gloo): the same curve.
-    sharded = launch_processes(2, "pretrain", "--set", *settings, "train.sharding=fsdp",
+    summary = launch_processes(2, "pretrain", "--set", *settings, "train.sharding=fsdp",
                                f"train.out_dir={tmp_path / 'fsdp'}")
-    assert sharded.returncode == 0, sharded.stderr[-3000:]
-    summary = json.loads(sharded.stdout[sharded.stdout.index("{"):])
     assert summary["processes"] == 2 and summary["sharded"] is True
     for name, key in (("metrics.csv", "loss"), ("metrics.csv", "grad_norm"), ("eval.csv", "val_loss")):
         with open(out / name, newline="") as one, open(tmp_path / "fsdp" / name, newline="") as two:

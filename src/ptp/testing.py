@@ -83,12 +83,14 @@ def tiny_checkpoint(directory, mode: str = "o-ptp", seed: int = 0, texts=CODE_SN
     return tokenizer
 
 
-def launch_processes(processes: int, *args: str, timeout: float = 300):
-    """Run ``ptp ARGS`` in ``processes`` CPU processes through ``accelerate launch``; the CompletedProcess.
+def launch_processes(processes: int, *args: str, timeout: float = 300) -> dict:
+    """Run ``ptp ARGS`` (a training command) in ``processes`` CPU processes through ``accelerate launch``;
+    returns the JSON summary the main process prints, or raises with the end of stderr if it failed.
 
     accelerate's ``--cpu`` flag starts a single process; its torchrun launcher (``--multi_gpu``) starts
     several, which pick the gloo backend on a machine without CUDA.
     """
+    import json
     import os
     import subprocess
     import sys
@@ -98,4 +100,7 @@ def launch_processes(processes: int, *args: str, timeout: float = 300):
     command = [str(launcher), "launch", "--num_processes", str(processes), "--multi_gpu", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ptp.cli", "--threads", "1", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(args[:1])} over {processes} processes failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout[done.stdout.index("{"):])
