@@ -103,6 +103,12 @@ deep)  # the same long run over an 8-layer character teacher (7 minutes of pretr
     model.window=2 data.train=data/iar-shardschar/train data.val=data/iar-shardschar/val \
     distill.objective=inverse-ar sampling.order=sorted optim.lr=1e-3 optim.schedule=cosine \
     train.out_dir=runs/iar-long-w2-sorted-8l train.max_steps=1000000 train.max_minutes=40 \
+    train.eval_every=1000 train.save_every=1000
+  # one u-slot per window (two tokens per call), the same recipe for 35 minutes
+  $PTP train --config configs/distill-o-ptp.yaml model.teacher=runs/iar-teacherchar8/model model.embedding=arith \
+    model.window=1 data.train=data/iar-shardschar/train data.val=data/iar-shardschar/val \
+    distill.objective=inverse-ar sampling.order=sorted optim.lr=1e-3 optim.schedule=cosine \
+    train.out_dir=runs/iar-long-w1-sorted-8l train.max_steps=1000000 train.max_minutes=35 \
     train.eval_every=1000 train.save_every=1000 ;;
 ablate)  # does the adapter use its u's? own inverse-AR u's vs u's of another window
   .venv/bin/python scripts/iar_u_ablation.py runs/iar-a-arith-w4/last data/iar-shards512/val
