@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -63,9 +69,6 @@ CODE_SNIPPETS = (
 def tiny_checkpoint(directory, mode: str = "o-ptp", seed: int = 0, texts=CODE_SNIPPETS, order: str = "id"):
     """A complete loadable PTP checkpoint: byte-level BPE tokenizer, tiny Llama teacher in teacher/,
     random adapters, and a prompts.jsonl. Returns the tokenizer."""
-    import json
-    from pathlib import Path
-
     from ptp.data.tokenizer import TokenizerConfig, build_bpe
 
     out = Path(directory)
@@ -90,12 +93,6 @@ def launch_processes(processes: int, *args: str, timeout: float = 300) -> dict:
     accelerate's ``--cpu`` flag starts a single process; its torchrun launcher (``--multi_gpu``) starts
     several, which pick the gloo backend on a machine without CUDA.
     """
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     launcher = Path(sys.executable).parent / "accelerate"
     command = [str(launcher), "launch", "--num_processes", str(processes), "--multi_gpu", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ptp.cli", "--threads", "1", *args]

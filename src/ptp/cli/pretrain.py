@@ -89,9 +89,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     best = (result.run_dir / "best").resolve()
     export_model(best, result.run_dir / EXPORT_DIR)
-    summary = {"steps": result.steps, "stop_reason": result.stop_reason, "best_step": result.best_step,
-               "best_val_loss": -result.best_score, "last_eval": result.last_eval,
-               "model": str(result.run_dir / EXPORT_DIR),
-               "processes": result.processes, "sharded": result.sharded, "tokens": result.tokens}
+    summary = {**result.summary(), "best_val_loss": -result.best_score, "model": str(result.run_dir / EXPORT_DIR)}
     print(json.dumps(summary, indent=1))
     return 0

@@ -170,9 +170,7 @@ def run(args: argparse.Namespace) -> int:
     result = train(task, sections["train"], sections["optim"], make_callbacks(f"train {task.cfg.objective}"))
     if not result.is_main:
         return 0
-    summary = {"steps": result.steps, "stop_reason": result.stop_reason, "best_step": result.best_step,
-               "best_mean_correct": result.best_score, "last_eval": result.last_eval,
-               "run_dir": str(result.run_dir), "best": str(result.run_dir / "best"),
-               "processes": result.processes, "sharded": result.sharded, "tokens": result.tokens}
+    summary = {**result.summary(), "best_mean_correct": result.best_score, "run_dir": str(result.run_dir),
+               "best": str(result.run_dir / "best")}
     print(json.dumps(summary, indent=1))
     return 0

@@ -140,6 +140,12 @@ class TrainResult:
     tokens: int = 0  # real tokens trained on (over resumes), all processes together
     sharded: bool = False  # weights were sharded over them (FSDP)
 
+    def summary(self) -> dict:
+        """The fields every training command prints (JSON-able)."""
+        return {"steps": self.steps, "stop_reason": self.stop_reason, "best_step": self.best_step,
+                "last_eval": self.last_eval, "processes": self.processes, "sharded": self.sharded,
+                "tokens": self.tokens}
+
 
 def lr_at(step: int, cfg: OptimConfig, max_steps: int, time_fraction: float = 0.0) -> float:
     """Learning rate of optimizer step ``step`` (0-based).
@@ -291,9 +297,11 @@ def _optimizer_step(task: Task, wrapped, optimizer, acc: Accelerator, state: _Ru
         batch, state.position = task.train_batch(state.position)
         local = batch.share(acc.process_index, acc.num_processes)
         last = micro == cfg.grad_accum - 1
-        if is_sharded(wrapped):
+        if is_sharded(wrapped):  # FSDP: reduce-scatter only after the last micro-batch
             wrapped.set_requires_gradient_sync(last)
-        sync = nullcontext() if last or is_sharded(wrapped) else acc.no_sync(wrapped)
+            sync = nullcontext()
+        else:
+            sync = nullcontext() if last else acc.no_sync(wrapped)
         with sync, acc.autocast():
             out = task.step(wrapped, local)
             stats = torch.stack([out.loss_sum.detach().double(), out.count.double(), out.correct.double(),

@@ -16,15 +16,18 @@ EVAL_CSV = "eval.csv"
 TRAIN_FIELDS = ("step", "loss", "accuracy", "lr", "tokens_per_s", "elapsed_s", "grad_norm")
 
 
-def _truncate(path: Path, after_step: int) -> list[str] | None:
-    """Drop rows with step > after_step; returns the header (None if there is no file)."""
+def _truncate(path: Path, after_step: int, header: tuple[str, ...] | None = None) -> list[str] | None:
+    """Drop rows with step > after_step; returns the header (None if there is no file).
+
+    With ``header`` the file gets that header (a run resumed by a version with more columns).
+    """
     if not path.is_file():
         return None
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
     if not rows:
         return None
-    header, kept = rows[0], [r for r in rows[1:] if r and int(r[0]) <= after_step]
+    header, kept = list(header or rows[0]), [r for r in rows[1:] if r and int(r[0]) <= after_step]
     with open(path, "w", newline="") as handle:
         csv.writer(handle).writerows([header, *kept])
     return header
@@ -36,15 +39,9 @@ class MetricsWriter:
     def __init__(self, run_dir: Path, start_step: int, tensorboard: bool) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.train_path, self.eval_path = run_dir / TRAIN_CSV, run_dir / EVAL_CSV
-        header = _truncate(self.train_path, start_step)
-        if header is None:
+        if _truncate(self.train_path, start_step, TRAIN_FIELDS) is None:
             with open(self.train_path, "w", newline="") as handle:
                 csv.writer(handle).writerow(TRAIN_FIELDS)
-        elif header != list(TRAIN_FIELDS):  # a run started by an older version: its rows lack the new columns
-            with open(self.train_path, newline="") as handle:
-                rows = list(csv.reader(handle))[1:]
-            with open(self.train_path, "w", newline="") as handle:
-                csv.writer(handle).writerows([TRAIN_FIELDS, *rows])
         self.eval_header = _truncate(self.eval_path, start_step)
         self.board = _board(run_dir / "tensorboard", start_step) if tensorboard else None
 

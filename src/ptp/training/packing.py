@@ -101,8 +101,8 @@ class PackedBatch:
 
     def share(self, rank: int, world: int) -> PackedBatch:
         """Process ``rank``'s contiguous share of the rows (empty when there are fewer rows than processes)."""
-        per = -(-self.tokens.shape[0] // world)
         rows = self.tokens.shape[0]
+        per = -(-rows // world)
         return self.rows(min(rows, rank * per), min(rows, (rank + 1) * per))
 
     @property
