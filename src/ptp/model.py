@@ -28,6 +28,7 @@ from ptp.checkpoint import fingerprint, mismatch_message
 from ptp.embedding import FEATURE_MAPS, UEmbedding
 from ptp.lora import GatedLora, LoraConfig, SlotGate
 from ptp.sampling import SamplingConfig
+from ptp.teachers import is_teacher_reference, portable_name, resolve_teacher
 
 MODES = ("o-ptp", "c-ptp", "mtp")
 CONSTANT_U = 0.5  # the u every slot sees in mtp mode
@@ -100,9 +101,15 @@ class PTPConfig:
 
 
 def load_teacher(source: str | os.PathLike | PreTrainedModel, dtype: torch.dtype | None = None):
-    """A causal LM from a directory, a hub id or an instance; safetensors only, never a pickle."""
+    """A causal LM from a registry name, a .gguf file, a directory, a hub id or an instance.
+
+    Registry names and .gguf files are converted once (``ptp.teachers``); weights load from
+    safetensors only, never a pickle.
+    """
     if isinstance(source, PreTrainedModel):
         return source
+    reference = portable_name(source) if is_teacher_reference(source) else None
+    source = resolve_teacher(source)
     path = Path(source)
     if path.is_dir() and not any(path.glob("*.safetensors")):
         pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
@@ -110,9 +117,12 @@ def load_teacher(source: str | os.PathLike | PreTrainedModel, dtype: torch.dtype
             f"{path} has no .safetensors weights"
             + (f" (found pickle files {pickles}; ptp never unpickles weights)" if pickles else "")
         )
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         str(source), use_safetensors=True, attn_implementation="sdpa", dtype=dtype or torch.float32
     )
+    if reference is not None:  # checkpoints record the portable name or .gguf path, not the cache folder
+        model.config.name_or_path = model.name_or_path = reference
+    return model
 
 
 class PTPModel(nn.Module):
