@@ -1,4 +1,6 @@
+import hashlib
 import json
+import shutil
 
 import pytest
 import torch
@@ -56,6 +58,10 @@ def test_bench_rejects_bad_input(bench_dir, capsys):
     assert "no string field 'prompt'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*args, "--sampling", "hot"])
+    assert main([*args, "--turns", "2"]) == 2
+    assert "--turns 2 needs Spec-Bench questions" in capsys.readouterr().err
+    assert main([*args, "--categories", "qa"]) == 2
+    assert "unknown categories ['qa']; the file has ['all']" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main([*args, "--device", "cuda"]) == 2
         assert "sees no CUDA GPU" in capsys.readouterr().err
@@ -78,3 +84,151 @@ def test_forward_cost_reports_a_positive_cost_per_query_size(bench_dir):
     costs = forward_cost(ptp.PTPModel.from_pretrained(bench_dir / "model"), context_len=16, query_sizes=(1, 8),
                          repeats=3)
     assert set(costs) == {1, 8} and all(c > 0 for c in costs.values())
+
+
+# --- Spec-Bench: reading, selection, chat template, per-category figures ---
+
+CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<assistant>{% endif %}")
+SPEC_BENCH_QUESTIONS = [  # two categories, interleaved so that "first N of each, in file order" is tested
+    {"question_id": 1, "category": "writing", "turns": ["def add(a, b):", "Now return a - b."]},
+    {"question_id": 2, "category": "translation", "turns": ["Translate: return a + b"]},
+    {"question_id": 3, "category": "writing", "turns": ["class Point:", "Add a method."]},
+    {"question_id": 4, "category": "translation", "turns": ["Translate: for i in range(3):"]},
+    {"question_id": 5, "category": "writing", "turns": ["import os", "And sys?"]},
+    {"question_id": 6, "category": "translation", "turns": ["Translate: x = [1, 2]"]},
+]
+
+
+def write_spec_bench(path):
+    path.write_text("".join(json.dumps(q) + "\n" for q in SPEC_BENCH_QUESTIONS))
+    return path
+
+
+@pytest.fixture(scope="module")
+def chat_dir(bench_dir):
+    """The tiny checkpoint again, its tokenizer given a chat template."""
+    from transformers import AutoTokenizer
+
+    from ptp.checkpoint import tokenizer_dir
+
+    out = bench_dir / "chat-model"
+    if not out.exists():
+        shutil.copytree(bench_dir / "model", out)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(out))
+        tokenizer.chat_template = CHAT_TEMPLATE
+        tokenizer.save_pretrained(tokenizer_dir(out))
+    return out
+
+
+def test_spec_bench_is_detected_and_selected_by_category(tmp_path):
+    from ptp.bench.prompts import read_questions, select_questions
+
+    fmt, questions = read_questions(write_spec_bench(tmp_path / "q.jsonl"))
+    assert fmt == "spec-bench"
+    assert [q.id for q in questions][:2] == ["writing/1", "translation/2"]
+    assert questions[0].turns == ("def add(a, b):", "Now return a - b.") and questions[0].chat
+
+    def ids(**kw):
+        return [q.id for q in select_questions(questions, **kw)]
+
+    assert ids(categories=["translation"]) == ["translation/2", "translation/4", "translation/6"]
+    assert ids(per_category=2) == ["writing/1", "translation/2", "writing/3", "translation/4"]
+    assert ids(per_category=2, limit=3) == ["writing/1", "translation/2", "writing/3"]
+    assert ids(categories=["writing"], per_category=1) == ["writing/1"]
+    assert ids(limit=1) == ["writing/1"]
+    with pytest.raises(ValueError, match="unknown categories"):
+        select_questions(questions, categories=["poetry"])
+    with pytest.raises(ValueError, match="per_category must be >= 1"):
+        select_questions(questions, per_category=0)
+
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text('{"id": "a.py:100:f", "prompt": "def f():\\n"}\n')
+    fmt, questions = read_questions(plain)
+    assert fmt == "id-prompt" and [(q.id, q.category, q.chat) for q in questions] == [("a.py:100:f", "all", False)]
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question_id": 1, "category": "qa", "turns": "not a list"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1: 'turns' must be"):
+        read_questions(bad)
+    bad.write_text('{"question_id": 1, "category": "qa", "turns": ["a"]}\n' * 2)
+    with pytest.raises(ValueError, match="qa/1 appears twice"):
+        read_questions(bad)
+
+
+def test_chat_template_builds_the_conversation_and_is_required(bench_dir, chat_dir, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from ptp.bench.prompts import ChatTemplate, read_questions, tokenise
+    from ptp.checkpoint import tokenizer_dir
+
+    spec = write_spec_bench(tmp_path / "q.jsonl")
+    _, questions = read_questions(spec)
+    plain_tok = AutoTokenizer.from_pretrained(tokenizer_dir(bench_dir / "model"))
+    with pytest.raises(ValueError, match="no chat template"):
+        ChatTemplate(plain_tok)
+    with pytest.raises(ValueError, match="no chat template"):
+        tokenise(questions, plain_tok)
+    assert main(["bench", "--model", str(bench_dir / "model"), "--prompts", str(spec)]) == 2
+    assert "no chat template" in capsys.readouterr().err
+
+    chat = ChatTemplate(AutoTokenizer.from_pretrained(tokenizer_dir(chat_dir)))
+    ids = chat.encode(["def f():", "again"], ["return 1"])
+    assert all(isinstance(i, int) for i in ids)
+    assert chat.tokenizer.decode(ids) == "<user>def f():\n<assistant>return 1\n<user>again\n<assistant>"
+    prompts = tokenise(questions, chat.tokenizer)
+    assert prompts[0].ids == chat.encode(["def add(a, b):"]) and prompts[0].category == "writing"
+    assert prompts[0].turns == questions[0].turns
+    with pytest.raises(ValueError, match="need 1 answers"):
+        chat.encode(["a", "b"])
+
+    long = tmp_path / "long.jsonl"  # refused before the first timed run, naming the prompt
+    long.write_text(json.dumps({"question_id": 7, "category": "rag", "turns": ["word " * 300]}) + "\n")
+    assert main(["bench", "--model", str(chat_dir), "--prompts", str(long), "--methods", "ar"]) == 2
+    assert "longer than the model's context of 256 tokens: rag/7 (" in capsys.readouterr().err
+
+
+def test_bench_reports_every_figure_per_category(chat_dir, tmp_path, capsys):
+    spec = write_spec_bench(tmp_path / "q.jsonl")
+    out = tmp_path / "spec.json"
+    base = ["--threads", "1", "bench", "--model", str(chat_dir), "--prompts", str(spec), "--sampling", "greedy"]
+    code = main([*base, "--methods", "ar-hf", "ar", "pqd", "--max-new-tokens", "6", "--per-category", "2",
+                 "--turns", "2", "--json", str(out)])
+    assert code == 0
+    err = capsys.readouterr().err  # captured: not a terminal, so plain progress lines
+    assert "[1/4] greedy writing/1: ar-hf " in err and "[1/4] greedy writing/1 turn 2: ar-hf " in err
+    assert "[4/4] greedy translation/4: " in err and "translation/4 turn 2" not in err
+    record = json.loads(out.read_text())
+    config = record["config"]
+    assert config["prompts"] == ["writing/1", "translation/2", "writing/3", "translation/4"]
+    assert config["prompt_source"] == {
+        "path": str(spec), "sha256": hashlib.sha256(spec.read_bytes()).hexdigest(), "format": "spec-bench",
+        "questions_in_file": 6, "num_prompts": None, "per_category": 2, "categories": None, "turns": 2}
+    assert config["turns"] == 2 and config["history_method"] == "ar" and config["chat_template_sha256"]
+    (result,) = record["results"]
+    assert list(result["categories"]) == ["writing", "translation"]
+    assert result["prompts_per_category"] == {"writing": 2, "translation": 2}
+    overall = {r["method"]: r for r in result["methods"]}
+    per_cat = {c: {r["method"]: r for r in rows} for c, rows in result["categories"].items()}
+    for method, row in overall.items():
+        assert row["tokens"] == sum(rows[method]["tokens"] for rows in per_cat.values())
+        assert row["seconds"] == pytest.approx(sum(rows[method]["seconds"] for rows in per_cat.values()), abs=1e-3)
+        calls = sum(sum(rows[method]["tokens_per_call_histogram"].values()) for rows in per_cat.values())
+        assert calls == sum(row["tokens_per_call_histogram"].values())
+    for rows in per_cat.values():
+        assert set(rows) == set(overall) and set(rows["pqd"]) == set(overall["pqd"])
+        assert rows["pqd"]["identical_rate"] == 1.0 and rows["ar-hf"]["identical_rate"] == 1.0
+        assert rows["ar"]["speedup_vs_ar"] == 1.0 and rows["pqd"]["speedup_vs_ar_hf"] is not None
+        assert rows["pqd"]["ttft_median_seconds"] is not None
+    table = out.with_suffix(".md").read_text()
+    assert "**greedy, per category**" in table and "| pqd MAT | pqd × ar |" in table
+    assert "| writing | 2 |" in table and "| **overall** | 4 |" in table
+
+    code = main([*base, "--methods", "ar", "pqd", "--max-new-tokens", "4", "--categories", "translation",
+                 "--num-prompts", "2", "--json", str(out)])
+    assert code == 0
+    record = json.loads(out.read_text())
+    assert record["config"]["prompts"] == ["translation/2", "translation/4"]
+    assert record["config"]["prompt_source"]["categories"] == ["translation"]
+    assert list(record["results"][0]["categories"]) == ["translation"]
+    assert "turn 2" not in capsys.readouterr().err

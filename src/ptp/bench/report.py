@@ -8,11 +8,15 @@ COLUMNS = ("method", "MAT", "tok/s", "× ar", "× ar-hf", "TTFT (ms)", "identica
 
 
 def markdown_table(record: dict) -> str:
-    """One table per sampling config."""
-    env = record["environment"]
+    """One table per sampling config, each followed by a per-category table when the prompts have
+    categories (Spec-Bench)."""
+    env, cfg = record["environment"], record["config"]
+    source = cfg.get("prompt_source") or {}
+    turns = f", up to {cfg['turns']} turns each" if cfg.get("turns", 1) > 1 else ""
     lines = [f"Device: {env['device']}, torch {env['torch']}, transformers {env['transformers']}, "
-             f"threads {env['torch_threads']}; {len(record['config']['prompts'])} prompts, "
-             f"{record['config']['max_new_tokens']} new tokens.", ""]
+             f"threads {env['torch_threads']}; {len(cfg['prompts'])} prompts{turns}"
+             + (f" from {Path(source['path']).name} ({source['format']})" if source.get("path") else "")
+             + f", {cfg['max_new_tokens']} new tokens.", ""]
     for result in record["results"]:
         lines += [f"**{result['name']}**", "", "| " + " | ".join(COLUMNS) + " |",
                   "|" + "---|" * len(COLUMNS)]
@@ -26,7 +30,44 @@ def markdown_table(record: dict) -> str:
                 "–" if same is None else f"{same:.0%}",
             ]) + " |")
         lines.append("")
+        lines += category_table(result)
     return "\n".join(lines)
+
+
+def category_table(result: dict) -> list[str]:
+    """Rows: each category, then overall; columns: per method but ar, MAT and speedup vs ar; the identical-
+    output rate (100 % when every compared method matched ``ar`` on every prompt, else the ones that did not).
+    Empty when every prompt is in the one category ``all`` (a file of {id, prompt})."""
+    categories = result.get("categories") or {}
+    if not categories or set(categories) == {"all"}:
+        return []
+    methods = [r["method"] for r in result["methods"]]
+    has_ar = "ar" in methods
+    header = ["category", "prompts"]
+    for m in methods:  # ar's MAT is 1 and its speedup vs itself 1 by construction: no columns
+        header += [] if m == "ar" else [f"{m} MAT"] + ([f"{m} × ar"] if has_ar else [])
+    header.append("identical to ar")
+    lines = [f"**{result['name']}, per category**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    counts = result.get("prompts_per_category", {})
+    table = [(c, str(counts.get(c, "")), rows) for c, rows in categories.items()]
+    table.append(("**overall**", str(sum(counts.values())) if counts else "", result["methods"]))
+    for name, count, rows in table:
+        cells = [name, count]
+        for row in rows:
+            if row["method"] != "ar":
+                cells += [f"{row['mat']:.2f}"] + ([_fmt(row["speedup_vs_ar"])] if has_ar else [])
+        cells.append(_identical(rows))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _identical(rows: list[dict]) -> str:
+    rates = {r["method"]: r["identical_rate"] for r in rows if r["identical_rate"] is not None}
+    if not rates:
+        return "–"
+    below = [f"{m} {rate:.0%}" for m, rate in rates.items() if rate < 1]
+    return ", ".join(below) if below else "100%"
 
 
 def _fmt(x: float | None) -> str:

@@ -1,4 +1,5 @@
-"""Run methods side by side: interleaved prompt by prompt in one process, then summarise as ratios."""
+"""Run methods side by side: interleaved prompt by prompt in one process, then summarise as ratios,
+per prompt category (Spec-Bench's) and overall."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import copy
 import hashlib
 import json
 import platform
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -15,10 +16,12 @@ import transformers
 
 import ptp
 from ptp.bench.methods import LOSSLESS, HFMethod, PTPMethod, Run, plain_teacher
+from ptp.bench.prompts import BenchPrompt, ChatTemplate
 from ptp.model import PTPModel
 from ptp.sampling import SamplingConfig
 
 ALL_METHODS = ("ar-hf", "ar", "draft-verify", "pqd", "mtp", "pld", "sps")
+TURN_SEED_STRIDE = 1_000_000  # turn t of prompt i samples with u-stream seed + i + (t - 1) * this
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class BenchConfig:
     """What to benchmark; defaults follow DESIGN §5."""
 
     model_dir: str  # PTP checkpoint (the teacher is loaded from it)
-    prompts: tuple[tuple[str, list[int]], ...]  # (id, token ids) pairs, already tokenised
+    prompts: tuple[BenchPrompt, ...]  # tokenised prompts; (id, token ids) pairs are accepted too
     methods: tuple[str, ...] = ("ar-hf", "ar", "draft-verify", "pqd", "pld")
     samplings: tuple[SamplingConfig, ...] = (SamplingConfig(temperature=0),
                                              SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
@@ -38,8 +41,17 @@ class BenchConfig:
     draft_model_dir: str | None = None  # small HF causal LM for sps (same tokenizer)
     eos_ids: tuple[int, ...] = ()
     device: str = "cpu"  # where every model runs: cpu, cuda, cuda:1, ...
+    turns: int = 1  # user turns run per prompt; turn t > 1 follows the history method's answers (needs chat)
+    prompt_source: dict = field(default_factory=dict)  # prompt file, its sha256, selection flags (for the record)
+    chat: ChatTemplate | None = field(default=None, compare=False, repr=False)  # builds turn 2+ prompts
 
     def __post_init__(self) -> None:
+        prompts = tuple(p if isinstance(p, BenchPrompt) else BenchPrompt(str(p[0]), list(p[1])) for p in self.prompts)
+        object.__setattr__(self, "prompts", prompts)
+        if self.turns < 1:
+            raise ValueError(f"turns must be >= 1, got {self.turns!r}")
+        if self.turns > 1 and self.chat is None:
+            raise ValueError("more than one turn needs the tokenizer's chat template (BenchConfig.chat)")
         if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {self.device!r} asked for, but torch sees no CUDA GPU")
         unknown = set(self.methods) - set(ALL_METHODS)
@@ -95,28 +107,76 @@ def build_methods(cfg: BenchConfig) -> tuple[dict, str]:
     return methods, model.cfg.sampling.order
 
 
+def history_method(methods: Iterable[str]) -> str:
+    """Whose answer to turn t becomes the assistant message before turn t + 1: ``ar`` when it runs, else
+    the first lossless method (the same text), else the first method."""
+    methods = list(methods)
+    return next((m for m in ("ar", *LOSSLESS) if m in methods), methods[0])
+
+
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> dict:
-    """Run every method on every prompt (interleaved), per sampling config; return the JSON record."""
+    """Run every method on every prompt (interleaved), per sampling config; return the JSON record.
+
+    ``progress`` gets one line per prompt and sampling config, e.g.
+    ``[12/240] greedy translation/14: ar 3.10 s, pqd 2.80 s``. With ``cfg.turns`` = 2 a prompt with a
+    second user turn runs it next, every method from the same conversation [user 1, the history
+    method's answer, user 2]; both turns count in the prompt's category."""
+    say = progress or (lambda _msg: None)
+    say("loading models")
     methods, order = build_methods(cfg)
+    _check_lengths(cfg, methods)
     record = {"config": _config_record(cfg), "environment": environment(cfg), "results": []}
+    history = history_method(methods)
     for sampling in cfg.samplings:
         # Every PTP method samples in the CDF order the benchmarked drafter was trained in, so their
         # outputs can be compared token for token with ``ar`` (HF methods draw their own randomness).
         sampling = replace(sampling, order=order)
-        summaries = {name: MethodSummary(name) for name in methods}
-        for _, ids in cfg.prompts[: cfg.warmup]:
+        name = _sampling_name(sampling)
+        overall = {m: MethodSummary(m) for m in methods}
+        by_category: dict[str, dict[str, MethodSummary]] = {}
+        counts: dict[str, int] = {}
+        say(f"{name}: warming up")
+        for prompt in cfg.prompts[: cfg.warmup]:
             for method in methods.values():
-                method.run(ids, min(cfg.max_new_tokens, 16), sampling, cfg.seed)
-        for i, (prompt_id, ids) in enumerate(cfg.prompts):
-            runs: dict[str, Run] = {}
-            for name, method in methods.items():  # interleaved: every method on this prompt, then the next
-                runs[name] = method.run(ids, cfg.max_new_tokens, sampling, cfg.seed + i)
-                _add(summaries[name], runs[name])
-            _compare(summaries, runs, sampling)
-            if progress:
-                progress(f"{_sampling_name(sampling)} prompt {i + 1}/{len(cfg.prompts)} ({prompt_id})")
-        record["results"].append(_summarise(sampling, summaries))
+                method.run(prompt.ids, min(cfg.max_new_tokens, 16), sampling, cfg.seed)
+        for i, prompt in enumerate(cfg.prompts):
+            groups = (overall, by_category.setdefault(prompt.category, {m: MethodSummary(m) for m in methods}))
+            counts[prompt.category] = counts.get(prompt.category, 0) + 1
+            ids, answers, runs = prompt.ids, [], {}
+            for turn in range(1, min(cfg.turns, max(len(prompt.turns), 1)) + 1):
+                if turn > 1:  # outside the timed runs: the conversation so far through the chat template
+                    answers.append(cfg.chat.decode(runs[history].tokens))
+                    ids = cfg.chat.encode(prompt.turns[:turn], answers)
+                seed = cfg.seed + i + (turn - 1) * TURN_SEED_STRIDE
+                label = prompt.id if turn == 1 else f"{prompt.id} turn {turn}"
+                try:  # interleaved: every method on this prompt, then the next prompt
+                    runs = {m: method.run(ids, cfg.max_new_tokens, sampling, seed) for m, method in methods.items()}
+                except ValueError as err:  # e.g. a turn-2 conversation longer than the context: say which
+                    raise ValueError(f"prompt {label}: {err}") from err
+                for summaries in groups:
+                    for m, run in runs.items():
+                        _add(summaries[m], run)
+                    _compare(summaries, runs, sampling)
+                say(f"[{i + 1}/{len(cfg.prompts)}] {name} {label}: "
+                    + ", ".join(f"{m} {run.seconds:.2f} s" for m, run in runs.items()))
+        result = _summarise(sampling, overall)
+        result["categories"] = {category: _rows(s) for category, s in by_category.items()}
+        result["prompts_per_category"] = counts
+        record["results"].append(result)
     return record
+
+
+def _check_lengths(cfg: BenchConfig, methods: dict) -> None:
+    """Fail before the first timed run, not hours in, when a first turn does not fit the context."""
+    contexts = [m.model.max_positions for m in methods.values() if isinstance(m, PTPMethod)]
+    if not contexts:
+        return
+    context = min(contexts)
+    long = [f"{p.id} ({len(p.ids)})" for p in cfg.prompts if len(p.ids) > context]
+    if long:
+        more = f" and {len(long) - 3} more" if len(long) > 3 else ""
+        raise ValueError(f"{len(long)} prompts are longer than the model's context of {context} tokens: "
+                         + ", ".join(long[:3]) + more + " (leave them out with --categories or --num-prompts)")
 
 
 def _add(summary: MethodSummary, run: Run) -> None:
@@ -139,6 +199,12 @@ def _compare(summaries: dict[str, MethodSummary], runs: dict[str, Run], sampling
 
 
 def _summarise(sampling: SamplingConfig, summaries: dict[str, MethodSummary]) -> dict:
+    return {"sampling": sampling.to_dict(), "name": _sampling_name(sampling), "methods": _rows(summaries)}
+
+
+def _rows(summaries: dict[str, MethodSummary]) -> list[dict]:
+    """One row per method; speedups relative to ``ar`` / ``ar-hf`` over the same prompts."""
+
     def speed(name: str) -> float | None:
         return summaries[name].tokens_per_second if name in summaries else None
 
@@ -157,7 +223,7 @@ def _summarise(sampling: SamplingConfig, summaries: dict[str, MethodSummary]) ->
             "identical_rate": round(s.identical / s.compared, 4) if s.compared else None,
             "tokens_per_call_histogram": _histogram(s.per_call),
         })
-    return {"sampling": sampling.to_dict(), "name": _sampling_name(sampling), "methods": rows}
+    return rows
 
 
 def _histogram(values: list[int]) -> dict[str, int]:
@@ -177,9 +243,13 @@ def _sampling_name(s: SamplingConfig) -> str:
 
 
 def _config_record(cfg: BenchConfig) -> dict:
-    data = asdict(cfg)
-    data["prompts"] = [pid for pid, _ in cfg.prompts]
+    data = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "chat"}
+    data["prompts"] = [p.id for p in cfg.prompts]
     data["samplings"] = [s.to_dict() for s in cfg.samplings]
+    data["prompt_source"] = dict(cfg.prompt_source)
+    data["chat_template_sha256"] = cfg.chat.sha256 if cfg.chat else None
+    if cfg.turns > 1:
+        data["history_method"] = history_method(cfg.methods)
     return data
 
 

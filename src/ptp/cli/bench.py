@@ -1,21 +1,39 @@
 """Benchmark decoding methods side by side on one model, interleaved prompt by prompt in one process.
 
 Writes JSON (per-method MAT, tokens/s, speedups vs ar and ar-hf, time to first token, identical-output
-rate vs ar, device, versions, model hashes), a Markdown table next to it and PNG plots.
+rate vs ar, per prompt category and overall; device, versions, model hashes, the prompt file's sha256),
+a Markdown table next to it and PNG plots.
 
-Example:
+--prompts reads either format, told apart by its first line:
+  Spec-Bench questions {"question_id", "category", "turns": [...]}: each user turn goes through the
+    tokenizer's chat template (a tokenizer without one is an error); ids are <category>/<question_id>,
+    and every figure is also reported per category.
+  {"id", "prompt"} (the held-out code prompts): raw text, tokenised as it is; one category, "all".
+Selection, in this order: --categories, then --per-category, then --num-prompts (the first N of the rest).
+
+Examples:
   ptp bench --model DIR --prompts prompts.jsonl --methods ar-hf ar draft-verify pqd pld \\
             --max-new-tokens 128 --sampling greedy --sampling 0.7,50,0.95 --json runs/bench.json
+  ptp bench --model DIR --prompts spec_bench_dev.jsonl --per-category 5 --turns 2 --json runs/spec.json
+  ptp bench --model DIR --prompts spec_bench_dev.jsonl --categories translation qa --num-prompts 30
+
+When stderr is not a terminal, one progress line per prompt goes to it, e.g.
+  [12/240] greedy translation/14: ar 3.10 s, pqd 2.80 s
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ptp.cli.common import tokenizer_dir
 from ptp.sampling import SamplingConfig
+
+if TYPE_CHECKING:
+    from ptp.bench.prompts import BenchPrompt, ChatTemplate
 
 NAME = "bench"
 HELP = "benchmark decoding methods side by side (JSON + Markdown + plots)"
@@ -38,13 +56,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ptp.bench.runner import ALL_METHODS
 
     p.add_argument("--model", default=None, help="PTP checkpoint directory (default: the bundled model)")
-    p.add_argument("--prompts", default=None, help="JSONL with {id, prompt} (default: the bundled prompts)")
+    p.add_argument("--prompts", default=None,
+                   help="Spec-Bench questions or a JSONL of {id, prompt}, told apart by the first line "
+                        "(default: the model's prompts.jsonl)")
     p.add_argument("--methods", nargs="+", default=["ar-hf", "ar", "draft-verify", "pqd", "pld"],
                    choices=ALL_METHODS, metavar="METHOD", help=f"any of {', '.join(ALL_METHODS)}")
     p.add_argument("--max-new-tokens", type=int, default=128, help="tokens generated per prompt and method")
     p.add_argument("--sampling", type=parse_sampling, action="append", default=None,
                    help="'greedy' or 'T,K,P'; repeatable (default: greedy and 0.7,50,0.95)")
-    p.add_argument("--num-prompts", type=int, default=20, help="use the first N prompts")
+    p.add_argument("--num-prompts", type=_positive, default=None, metavar="N",
+                   help="use the first N prompts left after --categories/--per-category (default: 20 when "
+                        "neither is given, else all they select)")
+    p.add_argument("--per-category", type=_positive, default=None, metavar="N",
+                   help="the first N prompts of each category, in file order")
+    p.add_argument("--categories", nargs="+", default=None, metavar="CATEGORY",
+                   help="only these categories (Spec-Bench: translation summarization qa math_reasoning rag "
+                        "writing roleplay reasoning math coding extraction stem humanities)")
+    p.add_argument("--turns", type=int, choices=(1, 2), default=1,
+                   help="2: after a Spec-Bench question's first turn, run its second, every method from "
+                        "[user 1, ar's answer (when ar does not run, the first lossless method's), user 2] "
+                        "through the chat template")
     p.add_argument("--slot-budget", type=int, default=None, help="pqd/mtp u-slots per call (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="u-stream seed (the same for every method)")
     p.add_argument("--mtp-model", default=None, help="checkpoint of the independent-prediction control")
@@ -53,29 +84,61 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default="runs/bench.json", help="output JSON; .md and plots go next to it")
 
 
-def load_prompts(path: str, tokenizer, limit: int) -> tuple[tuple[str, list[int]], ...]:
-    """(id, token ids) pairs of the first ``limit`` prompts of a JSONL file of {id, prompt}."""
-    from ptp.data.prompts import read_prompts
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
-    return tuple((p.id, tokenizer(p.prompt).input_ids) for p in read_prompts(path)[:limit])
+
+def load_prompts(path: str, tokenizer, limit: int) -> tuple[tuple[str, list[int]], ...]:
+    """(id, token ids) pairs of the first ``limit`` prompts of a Spec-Bench file or a JSONL of {id, prompt}."""
+    from ptp.bench.prompts import read_questions, select_questions, tokenise
+
+    _, questions = read_questions(path)
+    return tuple((p.id, p.ids) for p in tokenise(select_questions(questions, limit=limit), tokenizer))
+
+
+def load_bench_prompts(args: argparse.Namespace, path: str,
+                       tokenizer) -> tuple[tuple[BenchPrompt, ...], ChatTemplate | None, dict]:
+    """(prompts, chat template or None, the record of where they came from) for the selection flags."""
+    from ptp.bench.prompts import SPEC_BENCH, ChatTemplate, file_sha256, read_questions, select_questions, tokenise
+
+    fmt, questions = read_questions(path)
+    chat = ChatTemplate(tokenizer) if fmt == SPEC_BENCH else None
+    if args.turns > 1 and fmt != SPEC_BENCH:
+        raise ValueError(f"--turns {args.turns} needs Spec-Bench questions; {path} holds {{id, prompt}} (one turn)")
+    limit = args.num_prompts
+    if limit is None and args.per_category is None and args.categories is None:
+        limit = 20
+    selected = select_questions(questions, args.categories, args.per_category, limit)
+    source = {"path": str(path), "sha256": file_sha256(path), "format": fmt, "questions_in_file": len(questions),
+              "num_prompts": limit, "per_category": args.per_category, "categories": args.categories,
+              "turns": args.turns}
+    return tokenise(selected, tokenizer, chat), chat, source
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.text import Text
     from transformers import AutoTokenizer
 
     from ptp.bench.report import markdown_table, plot
     from ptp.bench.runner import BenchConfig, run_bench
     from ptp.bundled import default_model_dir
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, emoji=False, highlight=False)  # ids like file.py:100:name stay text
     model_dir = args.model or str(default_model_dir())
     prompts_path = args.prompts or str(Path(model_dir) / "prompts.jsonl")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    prompts, chat, source = load_bench_prompts(args, prompts_path, tokenizer)
     cfg = BenchConfig(
         model_dir=model_dir,
-        prompts=load_prompts(prompts_path, tokenizer, args.num_prompts),
+        prompts=prompts,
         methods=tuple(args.methods),
         samplings=tuple(args.sampling) if args.sampling else BenchConfig.__dataclass_fields__["samplings"].default,
         max_new_tokens=args.max_new_tokens,
@@ -85,9 +148,15 @@ def run(args: argparse.Namespace) -> int:
         draft_model_dir=args.draft_model,
         eos_ids=tuple(eos),
         device=args.device,
+        turns=args.turns,
+        prompt_source=source,
+        chat=chat,
     )
-    with console.status("benchmarking") as status:
-        record = run_bench(cfg, progress=lambda msg: status.update(f"benchmarking: {msg}"))
+    if console.is_terminal:
+        with console.status(Text("benchmarking")) as status:
+            record = run_bench(cfg, progress=lambda msg: status.update(Text(f"benchmarking: {msg}")))
+    else:  # piped or logged: rich's status line prints nothing there, so plain lines
+        record = run_bench(cfg, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
@@ -95,5 +164,5 @@ def run(args: argparse.Namespace) -> int:
     out.with_suffix(".md").write_text(table + "\n")
     plots = plot(record, out.parent / (out.stem + "-plots"))
     print(table)
-    console.print(f"wrote {out}, {out.with_suffix('.md')}, " + ", ".join(str(p) for p in plots))
+    console.print(f"wrote {out}, {out.with_suffix('.md')}, " + ", ".join(str(p) for p in plots), markup=False)
     return 0
