@@ -1,4 +1,8 @@
-"""PTPModel: a frozen Hugging Face causal LM (the teacher) plus a gated-LoRA drafter (DESIGN §2).
+"""PTPModel: a frozen Hugging Face causal LM (the teacher) plus a drafter: gated LoRA or a feature head.
+
+The one-network drafter (``drafter="lora"``, the paper's) is the teacher itself with gated LoRA
+adapters that act only at u-slots. The feature head (``drafter="head"``, ``ptp.head``) is a few
+small decoder layers reading the teacher's last hidden states; the teacher then runs hook-free.
 
 Terms:
 - u-slot: an input position whose embedding is ``u_embed(u)`` instead of a token embedding; the
@@ -26,11 +30,13 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from ptp.attention import mask_for
 from ptp.checkpoint import fingerprint, mismatch_message
 from ptp.embedding import FEATURE_MAPS, UEmbedding
+from ptp.head import FeatureHead, HeadConfig
 from ptp.lora import GatedLora, LoraConfig, SlotGate
 from ptp.sampling import SamplingConfig
 from ptp.teachers import is_teacher_reference, portable_name, resolve_teacher
 
 MODES = ("o-ptp", "c-ptp", "mtp")
+DRAFTERS = ("lora", "head")  # one network (teacher + gated LoRA) or a feature head over the teacher's features
 CONSTANT_U = 0.5  # the u every slot sees in mtp mode
 NO_TOKEN = -1  # token id given at u-slots that carry no token
 CONFIG_NAME = "ptp_config.json"
@@ -55,10 +61,16 @@ class PTPConfig:
     # it. It sits at that token's position, so it starts from exactly the teacher's state there (O-PTP
     # and MTP only: a C-PTP slot sits one position later).
     first_slot_token: bool = False
+    drafter: str = "lora"  # one of DRAFTERS
+    head: HeadConfig = field(default_factory=HeadConfig)  # the feature head's shape (drafter "head")
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.drafter not in DRAFTERS:
+            raise ValueError(f"drafter must be one of {DRAFTERS}, got {self.drafter!r}")
+        if self.drafter == "head" and self.mode == "c-ptp":
+            raise ValueError("the feature head drafts in the o-ptp layout (mode o-ptp or mtp)")
         if self.first_slot_token and self.mode == "c-ptp":
             raise ValueError("first_slot_token needs mode o-ptp or mtp (a C-PTP slot does not sit on the "
                              "position of the token before it)")
@@ -84,6 +96,8 @@ class PTPConfig:
             "correct_hist": list(self.correct_hist),
             "slot_budget": self.slot_budget,
             "first_slot_token": self.first_slot_token,
+            "drafter": self.drafter,
+            "head": self.head.to_dict(),
         }
 
     @classmethod
@@ -97,6 +111,8 @@ class PTPConfig:
             correct_hist=tuple(float(x) for x in data.get("correct_hist", ())),
             slot_budget=int(data.get("slot_budget", 16)),
             first_slot_token=bool(data.get("first_slot_token", False)),
+            drafter=data.get("drafter", "lora"),
+            head=HeadConfig.from_dict(data.get("head", {})),
         )
 
 
@@ -128,16 +144,24 @@ def load_teacher(source: str | os.PathLike | PreTrainedModel, dtype: torch.dtype
 class PTPModel(nn.Module):
     """Teacher + gated LoRA + u-embedding. ``forward`` runs one mixed call of token rows and u-slots."""
 
-    def __init__(self, teacher: PreTrainedModel, cfg: PTPConfig) -> None:
+    def __init__(self, teacher: PreTrainedModel, cfg: PTPConfig, vocab_ids: torch.Tensor | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.teacher = teacher
         self.teacher.requires_grad_(False)
-        self.gate = SlotGate()
-        self.lora = GatedLora(teacher, cfg.lora, self.gate)
-        token_std = float(teacher.get_input_embeddings().weight.float().std())
-        self.u_embed = UEmbedding(cfg.embedding, teacher.config.hidden_size, token_std)
+        if cfg.drafter == "head":  # the teacher stays hook-free; the head drafts from its features
+            self.head = FeatureHead(teacher, cfg.head, cfg.embedding, vocab_ids)
+        else:
+            self.gate = SlotGate()
+            self.lora = GatedLora(teacher, cfg.lora, self.gate)
+            token_std = float(teacher.get_input_embeddings().weight.float().std())
+            self.u_embed = UEmbedding(cfg.embedding, teacher.config.hidden_size, token_std)
         self.to(next(teacher.parameters()).device)
+
+    @property
+    def is_head(self) -> bool:
+        """True for a feature-head drafter (decoded with draft-verify), False for the one-network kind."""
+        return self.cfg.drafter == "head"
 
     # -- construction and persistence ---------------------------------------------------------
     @classmethod
@@ -151,8 +175,15 @@ class PTPModel(nn.Module):
         sampling: SamplingConfig | None = None,
         window: int = 16,
         first_slot_token: bool = False,
+        drafter: str = "lora",
+        head: HeadConfig | None = None,
+        vocab_ids: torch.Tensor | None = None,
     ) -> PTPModel:
-        """Wrap a teacher (path, hub id or PreTrainedModel) with fresh adapters."""
+        """Wrap a teacher (registry name, .gguf, path, hub id or PreTrainedModel) with a fresh drafter.
+
+        drafter "lora": gated LoRA adapters in the teacher; "head": a ``FeatureHead`` of shape ``head``
+        whose draft vocabulary is ``vocab_ids`` (default: the first ids).
+        """
         cfg = PTPConfig(
             mode=mode,
             embedding=embedding,
@@ -160,8 +191,10 @@ class PTPModel(nn.Module):
             sampling=sampling or SamplingConfig(),
             window=window,
             first_slot_token=first_slot_token,
+            drafter=drafter,
+            head=head or HeadConfig(),
         )
-        return cls(load_teacher(teacher), cfg)
+        return cls(load_teacher(teacher), cfg, vocab_ids)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Adapter and u-embedding weights only (the teacher is stored by reference)."""
@@ -173,16 +206,20 @@ class PTPModel(nn.Module):
         return fingerprint(self.teacher)
 
     def save_pretrained(self, directory: str | os.PathLike, include_teacher: bool = False,
-                        tensors: dict[str, torch.Tensor] | None = None) -> None:
+                        tensors: dict[str, torch.Tensor] | None = None,
+                        storage_dtype: torch.dtype | None = None) -> None:
         """Write adapter.safetensors + ptp_config.json (and the teacher in teacher/ if asked).
 
-        ``tensors`` replaces this model's own adapter weights (a sharded trainer passes the gathered ones).
+        ``tensors`` replaces this model's own adapter weights (a sharded trainer passes the gathered ones);
+        ``storage_dtype`` (e.g. torch.float16) stores floating-point weights smaller; they load back as float32.
         """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         own = self.trainable_state_dict()
         tensors = own if tensors is None else {k: tensors[k] for k in own}
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        if storage_dtype is not None:
+            tensors = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
         if include_teacher:
             self.teacher.save_pretrained(out / TEACHER_SUBDIR)
@@ -211,7 +248,7 @@ class PTPModel(nn.Module):
             teacher = src / recorded if (src / recorded).exists() else recorded
         teacher_model = load_teacher(teacher)
         _check_teacher(src, meta, teacher_model)  # before the adapter hooks go onto the teacher
-        model = cls(teacher_model, PTPConfig.from_dict(meta["ptp"]))
+        model = cls(teacher_model, PTPConfig.from_dict(meta["ptp"]), tensors.get("head.vocab_ids"))
         model._load_trained(src, tensors)
         return model
 
@@ -224,7 +261,7 @@ class PTPModel(nn.Module):
         src = Path(directory)
         meta = _read_config(src)
         theirs = PTPConfig.from_dict(meta["ptp"])
-        for name in ("mode", "embedding", "lora", "window", "first_slot_token"):
+        for name in ("mode", "embedding", "lora", "window", "first_slot_token", "drafter", "head"):
             if getattr(theirs, name) != getattr(self.cfg, name):
                 raise ValueError(f"{src} has {name}={getattr(theirs, name)!r}, this model "
                                  f"{getattr(self.cfg, name)!r}")
@@ -240,11 +277,13 @@ class PTPModel(nn.Module):
             if value.shape != expected[key].shape:
                 raise ValueError(f"{key}: saved shape {tuple(value.shape)} != model {tuple(expected[key].shape)}")
         self.load_state_dict(tensors, strict=False)
+        if self.is_head:
+            self.head.bind(self.teacher)  # the draft rows of the teacher's lm_head for the loaded vocabulary
 
     # -- the forward call ---------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return self.u_embed.proj.weight.device
+        return next(self.teacher.parameters()).device
 
     @property
     def max_positions(self) -> int:
@@ -260,16 +299,19 @@ class PTPModel(nn.Module):
     def vocab_size(self) -> int:
         return int(self.teacher.get_input_embeddings().weight.shape[0])
 
+    def slot_u(self, u: torch.Tensor) -> torch.Tensor:
+        """The u's the drafter sees: the given ones, or the constant in mtp mode (the control)."""
+        return torch.full_like(u, CONSTANT_U) if self.cfg.mode == "mtp" else u
+
     def embed(self, tokens: torch.Tensor, u: torch.Tensor, is_slot: torch.Tensor) -> torch.Tensor:
         """Input vectors [B, S, H]: token embeddings, replaced by u-embeddings where is_slot.
 
         With ``first_slot_token``, a slot given a token id (not NO_TOKEN) adds that token's embedding.
         """
         token_vecs = self.teacher.get_input_embeddings()(tokens.clamp(min=0))  # [B, S, H]
-        if not bool(is_slot.any()):
+        if self.is_head or not bool(is_slot.any()):
             return token_vecs
-        if self.cfg.mode == "mtp":
-            u = torch.full_like(u, CONSTANT_U)
+        u = self.slot_u(u)
         slot_vecs = self.u_embed(u.to(token_vecs.device)).to(token_vecs.dtype)  # [B, S, H]
         if self.cfg.first_slot_token:
             carries = (is_slot & (tokens != NO_TOKEN)).unsqueeze(-1)
@@ -287,12 +329,20 @@ class PTPModel(nn.Module):
         logits_to_keep: int = 0,
     ):
         """One call of the network; returns the HF output (``.logits`` [B, S, V], ``.cache``)."""
+        if self.is_head and bool(is_slot.any()):
+            raise ValueError("a feature-head model has no u-slots in the teacher; its head drafts (draft-verify)")
         if attention_mask is None and bool(is_slot.any()):
             # Slot positions repeat context positions; without a mask HF would guess document breaks.
             raise ValueError("a call with u-slots needs an explicit attention_mask")
         embeds = self.embed(tokens, u, is_slot)
         if attention_mask is not None and attention_mask.dtype == torch.bool:
             attention_mask = mask_for(self.teacher, attention_mask, embeds.dtype)
+        if self.is_head:  # the teacher's own computation, also returning its features for the head
+            hidden = self.teacher.base_model(inputs_embeds=embeds, attention_mask=attention_mask,
+                                             position_ids=position_ids, cache=cache,
+                                             use_cache=cache is not None).last_hidden_state  # [B, S, H]
+            kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+            return TeacherOutput(self.teacher.get_output_embeddings()(kept), cache, hidden)
         with self.gate.open(is_slot):
             return self.teacher(
                 inputs_embeds=embeds,
@@ -302,6 +352,15 @@ class PTPModel(nn.Module):
                 use_cache=cache is not None,
                 logits_to_keep=logits_to_keep,
             )
+
+
+@dataclass
+class TeacherOutput:
+    """A feature-head model's teacher call: logits, the cache and the features the head reads."""
+
+    logits: torch.Tensor  # [B, S or logits_to_keep, V]
+    cache: object
+    features: torch.Tensor  # [B, S, H] the teacher's last hidden states, after its final norm
 
 
 def _source_name(teacher: PreTrainedModel) -> str | None:

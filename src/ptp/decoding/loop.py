@@ -7,6 +7,9 @@ u's the drafter used, and emits only verified tokens, so all methods emit the sa
 - ``ar``: one call per token over the pending token.
 - ``draft-verify``: a drafter call (pending token + one group of u-slots), then a verifier call over
   the pending token and the drafts. Simple; the reference for correctness.
+- ``draft-verify`` with a feature head (``ptp.head``): the head drafts from the teacher's features
+  (its own small call), then the teacher verifies; the verifier call's features of the accepted rows
+  feed the head's next call.
 - ``pqd``: one call holding the verify window (pending + drafts) and hypothesis groups d = 0..m;
   after verification, the group for the actual number accepted supplies the next drafts, and the
   slot budget for the next call is split over groups by expected gain (see ``budget``).
@@ -23,7 +26,7 @@ from transformers import DynamicCache
 
 from ptp.decoding.budget import allocate_slots, survival
 from ptp.decoding.drafters import Drafter, PTPDrafter
-from ptp.decoding.step import crop_cache, run_call, verify
+from ptp.decoding.step import crop_cache, head_draft, run_call, verify
 from ptp.decoding.stopping import StopChecker
 from ptp.decoding.types import Chunk, DecodeConfig, Draft, GenerateOutput, Verdict
 from ptp.model import PTPModel
@@ -45,6 +48,8 @@ class _State:
     prompt_len: int
     max_positions: int
     drafts: Draft | None = None  # pqd: the drafts to verify in the next call
+    head_cache: DynamicCache | None = None  # feature head: its cache of context rows
+    head_features: torch.Tensor | None = None  # feature head: teacher features not yet in head_cache [C, H]
 
     @property
     def generated(self) -> int:
@@ -64,7 +69,26 @@ def _ar_step(s: _State) -> tuple[Verdict, int]:
     return verify(call.window, [], s.ustream.take(s.generated, 1), s.sampling), 1
 
 
+def _head_step(s: _State) -> tuple[Verdict, int]:
+    """Draft-verify with a feature head: a head call drafts, one teacher call verifies."""
+    n = s.generated
+    slots = min(s.cfg.draft_len or s.model.cfg.window, s.room(s.cache_len + 1))
+    drafts: list[int] = []
+    if slots:
+        logits = head_draft(s.model, s.head_cache, s.head_features, s.context[-1], s.cache_len,
+                            s.ustream.take(n, slots))
+        s.head_features = s.head_features[:0]
+        drafts = s.drafter.propose(logits, n, s.context, s.ustream).tokens.tolist()
+    verifier = run_call(s.model, s.cache, [s.context[-1], *drafts], [], n, s.ustream)
+    verdict = verify(verifier.window, drafts, s.ustream.take(n, len(drafts) + 1), s.sampling)
+    # The pending token and the accepted drafts enter the teacher's cache: their features join the head's.
+    s.head_features = torch.cat([s.head_features, verifier.features[: verdict.accepted + 1]])
+    return verdict, 2
+
+
 def _draft_verify_step(s: _State) -> tuple[Verdict, int]:
+    if s.model.is_head:
+        return _head_step(s)
     n, window_len = s.generated, s.model.cfg.window
     anchor_shift = 0 if s.model.cfg.slot_sees_own_u else 1
     slots = min(s.cfg.draft_len or window_len, s.room(s.cache_len + anchor_shift))
@@ -110,14 +134,16 @@ def _pqd_step(s: _State) -> tuple[Verdict, int]:
 STEPS = {"ar": _ar_step, "draft-verify": _draft_verify_step, "pqd": _pqd_step}
 
 
-def _prefill(model: PTPModel, cache: DynamicCache, prompt: list[int]) -> None:
-    """Cache every prompt token but the last (which becomes the pending token)."""
+def _prefill(model: PTPModel, cache: DynamicCache, prompt: list[int]) -> torch.Tensor | None:
+    """Cache every prompt token but the last (which becomes the pending token); a feature-head model
+    also returns the teacher's features of those tokens [P - 1, H]."""
     if len(prompt) < 2:
-        return
+        return torch.zeros(0, model.teacher.config.hidden_size, device=model.device) if model.is_head else None
     tokens = torch.tensor(prompt[:-1], device=model.device)[None]
     no_slots = torch.zeros_like(tokens, dtype=torch.bool)
     positions = torch.arange(tokens.shape[1], device=model.device)[None]
-    model(tokens, torch.zeros(tokens.shape), no_slots, positions, cache=cache, logits_to_keep=1)
+    out = model(tokens, torch.zeros(tokens.shape), no_slots, positions, cache=cache, logits_to_keep=1)
+    return out.features[0] if model.is_head else None
 
 
 def _eos_ids(model: PTPModel, eos_token_id: int | list[int] | None) -> list[int]:
@@ -162,6 +188,8 @@ def decode(
 
     The first chunk is the prefill (no tokens). Bad input raises here, before any work.
     """
+    if model.is_head and cfg.method == "pqd":
+        raise ValueError("pqd needs a one-network (lora) drafter; a feature-head drafter decodes with draft-verify")
     max_positions = model.max_positions
     prompt = _prompt_list(input_ids, max_positions, model.vocab_size)
     stops = StopChecker(
@@ -171,6 +199,7 @@ def decode(
     state = _State(
         model, cfg, sampling, drafter or PTPDrafter(model, sampling.order), UStream(seed),
         DynamicCache(config=model.teacher.config), list(prompt), len(prompt), max_positions,
+        head_cache=model.head.new_cache() if model.is_head else None,
     )
     return _run(state, stops)
 
@@ -178,7 +207,7 @@ def decode(
 @torch.no_grad()
 def _run(state: _State, stops: StopChecker) -> Iterator[Chunk]:
     start = time.perf_counter()
-    _prefill(state.model, state.cache, state.context)
+    state.head_features = _prefill(state.model, state.cache, state.context)
     yield Chunk(tokens=[], accepted=0, forward_calls=0, seconds=time.perf_counter() - start)
     step = STEPS[state.cfg.method]
     while True:

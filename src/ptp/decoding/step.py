@@ -25,6 +25,7 @@ class CallLogits:
 
     window: torch.Tensor  # [m + 1, V] teacher logits after the pending token and each draft
     groups: list[torch.Tensor]  # group d: [b_d, V] drafter logits
+    features: torch.Tensor | None = None  # [m + 1, H] the teacher's features of the window (feature heads)
 
 
 def run_call(
@@ -52,12 +53,43 @@ def run_call(
     positions = step_positions(cache_len, window_len, group_sizes, slot_shift).to(device)
     # A plain causal window needs no explicit mask (the model builds the usual one).
     mask = step_mask(cache_len, window_len, group_sizes, device, model.cfg.first_slot_token) if n_slots else None
-    logits = model(tokens, u, is_slot, positions, attention_mask=mask, cache=cache).logits[0]  # [Q, V]
+    out = model(tokens, u, is_slot, positions, attention_mask=mask, cache=cache)
+    logits = out.logits[0]  # [Q, V]
     groups, row = [], window_len
     for size in group_sizes:
         groups.append(logits[row : row + size])
         row += size
-    return CallLogits(window=logits[:window_len], groups=groups)
+    features = getattr(out, "features", None)
+    return CallLogits(window=logits[:window_len], groups=groups,
+                      features=None if features is None else features[0, :window_len])
+
+
+def head_draft(model: PTPModel, head_cache, context_features: torch.Tensor, pending: int, cache_len: int,
+               u: torch.Tensor) -> torch.Tensor:
+    """One feature-head call: append the new context rows to the head's cache, then draft len(u) tokens.
+
+    context_features [C, H] are the teacher's features at positions head_len..cache_len-1 (head_len =
+    what the head has cached); slot j sits at position cache_len + j, slot 0 carrying the pending token.
+    Returns the slots' logits [len(u), V] (-inf outside the draft vocabulary); the cache keeps the
+    context rows only.
+    """
+    head = model.head
+    head_len, c, n = head_cache.get_seq_length(), context_features.shape[0], u.shape[0]
+    if head_len + c != cache_len:
+        raise RuntimeError(f"feature head out of step: {head_len} + {c} context rows for a cache of {cache_len}")
+    device = model.device
+    embeds = torch.cat([
+        head.embed_context(context_features.to(device)),
+        head.embed_slots(model.slot_u(u.to(device))[None], torch.tensor([pending], device=device))[0],
+    ])[None]  # [1, C + n, H]
+    positions = torch.cat([torch.arange(head_len, cache_len), torch.arange(n) + cache_len]).to(device)[None]
+    allowed = torch.zeros(c + n, cache_len + n, dtype=torch.bool, device=device)
+    allowed[:, :head_len] = True
+    allowed[:, head_len:] = torch.tril(torch.ones(c + n, c + n, dtype=torch.bool, device=device))
+    allowed[c:, head_len : head_len + c] = True  # slots see every context row
+    hidden = head.run(embeds, positions, allowed[None, None], head_cache)
+    crop_cache(head_cache, cache_len)
+    return head.full_logits(hidden[0, c:])
 
 
 def verify(

@@ -1,0 +1,83 @@
+"""Sample teacher completions and keep the teacher's features, for training a feature-head drafter.
+
+Prompts are chat instructions built offline from the standard library's docstrings and a few
+templates (``ptp.data.chat_prompts``; never a benchmark), or your own JSONL of {"prompt": ...},
+sent through the tokenizer's chat template. Writes resumable safetensors shards: run the same
+command again to continue after an interruption.
+
+Example:
+  ptp --threads 1 features --out runs/features --num-prompts 2000 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ptp.cli.common import add_sampling_args, sampling_from_args
+
+NAME = "features"
+HELP = "teacher samples + the teacher's features (training data for a feature-head drafter)"
+MAX_PROMPT_TOKENS = 384
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", default=None, help="teacher: registry name, .gguf, HF directory (default: SmolLM2)")
+    p.add_argument("--out", required=True, help="output directory (resumed if it exists)")
+    p.add_argument("--prompts", default=None, help='JSONL of {"prompt": text} (default: built-in chat instructions)')
+    p.add_argument("--num-prompts", type=int, default=2000, help="how many prompts (one completion each)")
+    p.add_argument("--seed", type=int, default=0, help="prompt choice and u-stream seed")
+    p.add_argument("--max-new-tokens", type=int, default=160, help="completion length unless EOS comes first")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per teacher forward")
+    add_sampling_args(p, defaults=None)
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
+    if args.prompts is None:
+        from ptp.data.chat_prompts import chat_instructions
+
+        return chat_instructions(args.num_prompts, args.seed)
+    texts = []
+    with open(args.prompts, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                item = json.loads(line)
+                if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
+                    raise ValueError(f"{args.prompts}:{n}: expected an object with a 'prompt' string")
+                texts.append(item["prompt"])
+    return texts[: args.num_prompts]
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from ptp.checkpoint import teacher_tokenizer_dir
+    from ptp.data.features import FeatureConfig, write_features
+    from ptp.model import load_teacher
+    from ptp.sampling import SamplingConfig
+    from ptp.teachers import DEFAULT_TEACHER
+
+    source = args.teacher or DEFAULT_TEACHER
+    print(f"loading {source}", file=sys.stderr, flush=True)
+    teacher = load_teacher(source).eval()
+    tokenizer = AutoTokenizer.from_pretrained(teacher_tokenizer_dir(source))
+    if not tokenizer.chat_template:
+        raise ValueError(f"the tokenizer of {source} has no chat template")
+    prompts = []
+    for text in _texts(args):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+        ids = ids if isinstance(ids, list) else ids["input_ids"]
+        prompts.append(list(ids)[-MAX_PROMPT_TOKENS:])
+    sampling = sampling_from_args(args, SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
+    cfg = FeatureConfig(sampling=sampling, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                        seed=args.seed, eos_token_id=tokenizer.eos_token_id)
+    start = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        print(f"[{done}/{total}] prompts sampled ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+
+    write_features(teacher, prompts, cfg, args.out, progress)
+    print(f"features of {len(prompts)} prompts in {args.out}")
+    return 0

@@ -1,0 +1,97 @@
+"""Train a feature-head drafter on `ptp features` data (no teacher forward during training).
+
+The head is a few decoder layers reading the teacher's last hidden states; its draft vocabulary
+is the most frequent tokens of the training completions. Validation rows are the last rows of the
+data (held out); eval.csv records held-out MAT against wall and CPU seconds, and the run keeps
+`last` and `best` checkpoints (`--resume` continues the last one). `--mode mtp` trains the
+independent-prediction control (u replaced by a constant) with the same budget.
+
+Example:
+  ptp --threads 1 train-head --features runs/features --out runs/head --time-limit 3600
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "train-head"
+HELP = "train a feature-head drafter on cached teacher features"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ptp.head import HeadConfig
+    from ptp.training.head import HeadTrainConfig
+
+    d, h = HeadTrainConfig(), HeadConfig()
+    p.add_argument("--features", nargs="+", required=True, help="`ptp features` directories")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, eval.csv)")
+    p.add_argument("--teacher", default=None, help="the teacher the features came from (default: SmolLM2)")
+    p.add_argument("--mode", default="o-ptp", choices=("o-ptp", "mtp"), help="mtp = the u-blind control")
+    p.add_argument("--layers", type=int, default=h.layers, help="decoder layers of the head")
+    p.add_argument("--draft-vocab", type=int, default=h.draft_vocab, help="draft vocabulary size (0 = all)")
+    p.add_argument("--window", type=int, default=8, help="u-slots per window (the longest draft)")
+    p.add_argument("--embedding", default="arith", help="u feature map (binary, arith, cosine, interp)")
+    p.add_argument("--val-rows", type=int, default=64, help="rows held out for validation (the last ones)")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
+    p.add_argument("--rows-per-step", type=int, default=d.rows_per_step, help="rows per step")
+    p.add_argument("--windows-per-row", type=int, default=d.windows_per_row, help="windows per row")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--z-beta", type=float, default=d.z_beta, help="training u within the interval: Beta(b, b)")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="validate + checkpoint every N steps")
+    p.add_argument("--seed", type=int, default=d.seed, help="training randomness")
+    p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds (checkpointed)")
+    p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ptp.data.features import feature_manifest, read_features
+    from ptp.head import HeadConfig, frequent_tokens
+    from ptp.model import PTPModel
+    from ptp.sampling import SamplingConfig
+    from ptp.teachers import DEFAULT_TEACHER
+    from ptp.training.head import HeadTrainConfig, train_head
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    rows = [row for directory in args.features for row in read_features(directory)]
+    samplings = {json_key(feature_manifest(d)["config"]["sampling"]) for d in args.features}
+    if len(samplings) != 1:
+        raise ValueError(f"the feature directories were sampled under different settings: {samplings}")
+    sampling = SamplingConfig.from_dict(feature_manifest(args.features[0])["config"]["sampling"])
+    if len(rows) <= args.val_rows:
+        raise ValueError(f"{len(rows)} rows is too few for {args.val_rows} validation rows")
+    train_rows, val_rows = rows[: -args.val_rows], rows[-args.val_rows :]
+    tokens = sum(r.tokens.numel() - r.prompt_len for r in train_rows)
+    say(f"{len(train_rows)} training rows ({tokens} sampled tokens), {len(val_rows)} validation rows")
+    say(f"loading {args.teacher or DEFAULT_TEACHER}")
+    from ptp.model import load_teacher
+
+    teacher = load_teacher(args.teacher or DEFAULT_TEACHER)
+    vocab = int(teacher.get_output_embeddings().weight.shape[0])
+    counts = torch.bincount(torch.cat([r.tokens[r.prompt_len:] for r in train_rows]), minlength=vocab)
+    head = HeadConfig(layers=args.layers, draft_vocab=args.draft_vocab)
+    size = args.draft_vocab or vocab
+    eos = teacher.generation_config.eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    vocab_ids = frequent_tokens(counts, min(size, vocab), always=eos)
+    covered = float(counts[vocab_ids].sum() / counts.sum())
+    say(f"draft vocabulary: {vocab_ids.numel()} tokens, covering {covered:.2%} of the sampled tokens")
+    model = PTPModel.from_teacher(teacher, mode=args.mode, embedding=args.embedding, sampling=sampling,
+                                  window=args.window, drafter="head", head=head, vocab_ids=vocab_ids)
+    cfg = HeadTrainConfig(steps=args.steps, rows_per_step=args.rows_per_step, windows_per_row=args.windows_per_row,
+                          lr=args.lr, z_beta=args.z_beta, eval_every=args.eval_every, seed=args.seed)
+    result = train_head(model, train_rows, val_rows, cfg, args.out, resume=args.resume, progress=say,
+                        time_limit_s=args.time_limit)
+    print(f"step {result['step']}: best held-out MAT {result['best_mat']:.3f}; checkpoints in {args.out} "
+          "(best/ is the drafter)")
+    return 0
+
+
+def json_key(data: dict) -> str:
+    import json
+
+    return json.dumps(data, sort_keys=True)

@@ -1,0 +1,193 @@
+"""Teacher samples with the teacher's own features, for training a feature-head drafter.
+
+One pass of batched sampling gives, for every row (prompt + completion):
+
+- ``tokens`` [S]: the prompt, then tokens sampled as t_g = pick(u_g, process(z_g)) (the sampler every
+  decoding method uses);
+- ``features`` [S, H] float16: the teacher's last hidden state (after its final norm, what its lm_head
+  reads) at every position but the last, i.e. its state after reading that token;
+- ``left``/``right`` [S] float32: the interval of [0, 1) that each sampled token owns under the
+  teacher's processed distribution (a training u for that token is drawn inside it); prompt
+  positions have left = right = 0.
+
+Rows are written as safetensors shards (``features-00000.safetensors``, one per ``rows_per_shard``
+prompts) plus ``manifest.json``. Shard k depends only on its prompts and the seed, so a killed run
+resumes at the first missing shard and computes what an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import DynamicCache, PreTrainedModel
+
+from ptp.checkpoint import fingerprint
+from ptp.data.pregenerate import PAD_ID, row_seed
+from ptp.sampling import SamplingConfig, bin_edges, pick, process
+from ptp.ustream import UStream
+
+MANIFEST = "manifest.json"
+SHARD_PATTERN = "features-{:05d}.safetensors"
+FORMAT = "ptp-feature-shards"
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How rows are sampled and stored."""
+
+    sampling: SamplingConfig
+    max_new_tokens: int = 160  # completion length unless EOS comes first
+    batch_size: int = 16  # rows per teacher forward
+    rows_per_shard: int = 64  # prompts per shard (one completion each)
+    seed: int = 0  # row i's u-stream seed is row_seed(seed, i, 0)
+    eos_token_id: int | None = None
+
+    def record(self) -> dict:
+        data = asdict(self)
+        data["sampling"] = self.sampling.to_dict()
+        return data
+
+
+@dataclass
+class FeatureRow:
+    tokens: torch.Tensor  # [S] long
+    prompt_len: int
+    features: torch.Tensor  # [S, H] float16 (the last row is zeros: never fed to the teacher)
+    left: torch.Tensor  # [S] float32
+    right: torch.Tensor  # [S] float32
+
+
+def teacher_step(model: PreTrainedModel, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(last-layer features [B, Q, H], logits of the last query [B, V]) of one teacher forward."""
+    hidden = model.base_model(**kwargs).last_hidden_state  # [B, Q, H], after the final norm
+    return hidden, model.get_output_embeddings()(hidden[:, -1])
+
+
+@torch.inference_mode()
+def sample_with_features(model: PreTrainedModel, prompts: Sequence[Sequence[int]], seeds: Sequence[int],
+                         cfg: FeatureConfig) -> list[FeatureRow]:
+    """Sample one completion per prompt (left-padded batch) and keep the teacher's features."""
+    device = next(model.parameters()).device
+    batch, width = len(prompts), max(len(p) for p in prompts)
+    input_ids = torch.full((batch, width), PAD_ID, dtype=torch.long)
+    attention = torch.zeros((batch, width), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        input_ids[b, width - len(p):] = torch.as_tensor(p)
+        attention[b, width - len(p):] = 1
+    u = torch.stack([UStream(s).take(0, cfg.max_new_tokens) for s in seeds]).to(device)  # [B, N]
+    input_ids, attention = input_ids.to(device), attention.to(device)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    hidden, logits = teacher_step(model, input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                                  cache=cache, use_cache=True)
+    feats = [hidden.to(torch.float16)]  # [B, width, H] then [B, 1, H] per step
+    new, lefts, rights = [], [], []
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    for g in range(cfg.max_new_tokens):
+        probs = process(logits, cfg.sampling)
+        t = pick(u[:, g], probs, cfg.sampling.order)  # [B]
+        left, right = bin_edges(probs, t, cfg.sampling.order)
+        new.append(t), lefts.append(left), rights.append(right)
+        if cfg.eos_token_id is not None:
+            done |= t == cfg.eos_token_id
+        if bool(done.all()) or g + 1 == cfg.max_new_tokens:
+            break
+        attention = torch.cat([attention, torch.ones_like(attention[:, :1])], 1)
+        next_pos = attention.sum(-1, keepdim=True) - 1
+        hidden, logits = teacher_step(model, input_ids=t[:, None], attention_mask=attention, position_ids=next_pos,
+                                      cache=cache, use_cache=True)
+        feats.append(hidden.to(torch.float16))
+    sampled = torch.stack(new, 1).cpu()  # [B, G]
+    left_all, right_all = torch.stack(lefts, 1).float().cpu(), torch.stack(rights, 1).float().cpu()
+    feat_all = torch.cat(feats, 1).cpu()  # [B, width + G - 1, H]
+    rows = []
+    for b, p in enumerate(prompts):
+        g = sampled.shape[1]
+        if cfg.eos_token_id is not None and bool((sampled[b] == cfg.eos_token_id).any()):
+            g = int((sampled[b] == cfg.eos_token_id).nonzero()[0]) + 1
+        tokens = torch.cat([torch.as_tensor(p, dtype=torch.long), sampled[b, :g]])
+        s = tokens.numel()
+        features = torch.zeros(s, feat_all.shape[-1], dtype=torch.float16)
+        features[: s - 1] = feat_all[b, width - len(p) : width - len(p) + s - 1]
+        zeros = torch.zeros(len(p))
+        rows.append(FeatureRow(tokens, len(p), features, torch.cat([zeros, left_all[b, :g]]),
+                               torch.cat([zeros, right_all[b, :g]])))
+    return rows
+
+
+def write_features(model: PreTrainedModel, prompts: Sequence[Sequence[int]], cfg: FeatureConfig,
+                   out_dir: str | Path, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Write (or resume) the shards for ``prompts``; returns the manifest. ``progress(done, total)``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"format": FORMAT, "config": cfg.record(), "num_prompts": len(prompts),
+              "teacher_fingerprint": fingerprint(model)}
+    manifest_path = out / MANIFEST
+    if manifest_path.is_file():
+        old = json.loads(manifest_path.read_text())
+        if {k: old.get(k) for k in record} != record:
+            raise ValueError(f"{out} holds features written with other settings; use another directory")
+    manifest_path.write_text(json.dumps(record, indent=1) + "\n")
+    num_shards = (len(prompts) + cfg.rows_per_shard - 1) // cfg.rows_per_shard
+    was_training = model.training
+    model.eval()
+    for k in range(num_shards):
+        path = out / SHARD_PATTERN.format(k)
+        first = k * cfg.rows_per_shard
+        chunk = list(prompts[first : first + cfg.rows_per_shard])
+        if path.is_file():
+            if progress:
+                progress(first + len(chunk), len(prompts))
+            continue
+        order = sorted(range(len(chunk)), key=lambda i: (len(chunk[i]), i))  # similar lengths batch together
+        rows: list[FeatureRow | None] = [None] * len(chunk)
+        for start in range(0, len(order), cfg.batch_size):
+            members = order[start : start + cfg.batch_size]
+            seeds = [row_seed(cfg.seed, first + i, 0) for i in members]
+            for i, row in zip(members, sample_with_features(model, [chunk[i] for i in members], seeds, cfg),
+                              strict=True):
+                rows[i] = row
+            if progress:
+                progress(first + start + len(members), len(prompts))
+        _save_shard(path, [r for r in rows if r is not None])
+    model.train(was_training)
+    return record
+
+
+def _save_shard(path: Path, rows: list[FeatureRow]) -> None:
+    lengths = torch.tensor([r.tokens.numel() for r in rows])
+    tensors = {
+        "tokens": torch.cat([r.tokens for r in rows]).to(torch.int32),
+        "prompt_len": torch.tensor([r.prompt_len for r in rows], dtype=torch.int32),
+        "lengths": lengths.to(torch.int32),
+        "features": torch.cat([r.features for r in rows]),
+        "left": torch.cat([r.left for r in rows]),
+        "right": torch.cat([r.right for r in rows]),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)
+
+
+def read_features(directory: str | Path) -> Iterator[FeatureRow]:
+    """Every row of every complete shard, in order."""
+    root = Path(directory)
+    if not (root / MANIFEST).is_file():
+        raise ValueError(f"{root} holds no feature shards ({MANIFEST} is missing)")
+    for path in sorted(root.glob("features-*.safetensors")):
+        data = load_file(str(path))
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), data["lengths"].long().cumsum(0)])
+        for i in range(data["lengths"].numel()):
+            a, b = int(offsets[i]), int(offsets[i + 1])
+            yield FeatureRow(data["tokens"][a:b].long(), int(data["prompt_len"][i]), data["features"][a:b],
+                             data["left"][a:b], data["right"][a:b])
+
+
+def feature_manifest(directory: str | Path) -> dict:
+    return json.loads((Path(directory) / MANIFEST).read_text())

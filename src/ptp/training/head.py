@@ -1,0 +1,267 @@
+"""Training a feature-head drafter on cached teacher features (``ptp.data.features``).
+
+Each step takes a few rows; for each row the head runs once over its context rows (the teacher's
+features) and many windows of u-slots at random starts s in the completion. Slot j of a window
+predicts token s + j from u_{s..s+j}; its u is drawn inside the teacher's interval of that token
+(u = left + z (right - left), z ~ Beta(b, b); b = 1 is uniform, which is also how validation draws
+them). The loss is cross-entropy over the draft vocabulary (tokens outside it are skipped).
+No teacher runs during training, so a step costs only the head: a fraction of the one-network
+drafter's full teacher forward and backward per slot.
+
+Validation reports, on held-out rows with fixed windows and u's, the loss, each slot's accuracy and
+``mat``: 1 + the mean leading run of right drafts in full windows, i.e. the tokens per teacher call
+that draft-verify would reach with these drafts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ptp.data.features import FeatureRow
+from ptp.head import NO_DRAFT_ID
+from ptp.model import PTPModel
+from ptp.training.checkpoint import latest_checkpoint, load_trainer_state, restore_rng, save_checkpoint
+
+EVAL_CSV = "eval.csv"
+
+
+@dataclass(frozen=True)
+class HeadTrainConfig:
+    """How a feature head is trained; every field has a default that works on a laptop CPU."""
+
+    steps: int = 2000  # optimizer steps
+    rows_per_step: int = 4  # rows (prompt + completion) per step
+    windows_per_row: int = 32  # windows at random starts per row
+    lr: float = 1e-3  # AdamW peak learning rate (linear warm-up, cosine decay to 10 %)
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    z_beta: float = 1.0  # u = left + z (right - left), z ~ Beta(b, b); 1 = uniform
+    grad_clip: float = 1.0
+    eval_every: int = 100  # validate and checkpoint every this many steps
+    val_windows_per_row: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "rows_per_step", "windows_per_row", "eval_every", "val_windows_per_row"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.lr <= 0 or self.z_beta <= 0:
+            raise ValueError("lr and z_beta must be positive")
+
+
+@dataclass
+class WindowResult:
+    loss_sum: torch.Tensor  # summed cross-entropy over valid slots (with grad)
+    valid: torch.Tensor  # [N, L] bool: the slot's target exists and is in the draft vocabulary
+    correct: torch.Tensor  # [N, L] bool
+    full: torch.Tensor  # [N] bool: the window lies wholly inside the row
+    logits: torch.Tensor  # [N, L, K] draft-vocabulary logits
+
+
+def window_pass(model: PTPModel, row: FeatureRow, starts: torch.Tensor, z: torch.Tensor) -> WindowResult:
+    """The head over one row's context rows and windows starting at ``starts`` [N] (z: [N, L] in [0, 1])."""
+    head, window = model.head, z.shape[1]
+    device = model.device
+    size = row.tokens.numel()
+    n = starts.numel()
+    ctx_len = int(starts.max()) - 1  # context rows 0..max(s)-2 are the only ones any slot sees
+    index = starts[:, None] + torch.arange(window)  # [N, L] target position of each slot
+    inside = index < size
+    index_c = index.clamp(max=size - 1)
+    left, right = row.left[index_c], row.right[index_c]
+    u = torch.where(inside, left + z * (right - left), torch.full_like(z, 0.5))
+    u = torch.minimum(u, torch.nextafter(right, torch.zeros_like(right))).clamp(0.0, 1.0 - 2**-24)
+    ctx = head.embed_context(row.features[:ctx_len].to(device).float())  # [C, H]
+    slots = head.embed_slots(model.slot_u(u.to(device)), row.tokens[starts - 1].to(device))  # [N, L, H]
+    embeds = torch.cat([ctx, slots.reshape(n * window, -1)])[None]
+    positions = torch.cat([torch.arange(ctx_len), (index - 1).reshape(-1)]).to(device)[None]
+    q = ctx_len + n * window
+    allowed = torch.zeros(q, q, dtype=torch.bool, device=device)
+    allowed[:ctx_len, :ctx_len] = torch.tril(torch.ones(ctx_len, ctx_len, dtype=torch.bool, device=device))
+    slot_start = (starts - 1).repeat_interleave(window).to(device)  # slot sees context rows < s - 1
+    allowed[ctx_len:, :ctx_len] = torch.arange(ctx_len, device=device)[None, :] < slot_start[:, None]
+    own = torch.block_diag(*[torch.tril(torch.ones(window, window, dtype=torch.bool))] * n).to(device)
+    allowed[ctx_len:, ctx_len:] = own
+    hidden = head.run(embeds, positions, allowed[None, None])[0, ctx_len:]  # [N L, H]
+    logits = head.draft_logits(hidden)  # [N L, K]
+    targets = head.draft_index[row.tokens[index_c].to(device)].reshape(-1)
+    targets = torch.where(inside.reshape(-1).to(device), targets, torch.full_like(targets, NO_DRAFT_ID))
+    loss_sum = F.cross_entropy(logits, targets, ignore_index=NO_DRAFT_ID, reduction="sum")
+    valid = (targets != NO_DRAFT_ID).reshape(n, window)
+    correct = (logits.argmax(-1) == targets).reshape(n, window) & valid
+    return WindowResult(loss_sum, valid, correct, (starts + window <= size).to(device), logits.reshape(n, window, -1))
+
+
+def _starts(row: FeatureRow, count: int, rng: random.Random) -> torch.Tensor | None:
+    """Up to ``count`` distinct window starts in the row's completion (None if it has none)."""
+    first, last = max(row.prompt_len, 1), row.tokens.numel() - 1
+    if last < first:
+        return None
+    pool = range(first, last + 1)
+    return torch.tensor(sorted(rng.sample(pool, min(count, len(pool)))))
+
+
+def _z(shape: tuple[int, int], beta: float, generator: torch.Generator) -> torch.Tensor:
+    if beta == 1.0:
+        return torch.rand(shape, generator=generator)
+    dist = torch.distributions.Beta(torch.tensor(beta), torch.tensor(beta))
+    return dist.sample(shape)
+
+
+@torch.no_grad()
+def evaluate(model: PTPModel, rows: Sequence[FeatureRow], windows_per_row: int, window: int,
+             seed: int = 1234) -> dict:
+    """Held-out loss, per-slot accuracy and draft-verify MAT on fixed windows and u's."""
+    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
+    loss, valid_n = 0.0, 0
+    correct = torch.zeros(window)
+    counted = torch.zeros(window)
+    runs: list[torch.Tensor] = []
+    for row in rows:
+        starts = _starts(row, windows_per_row, rng)
+        if starts is None:
+            continue
+        z = torch.rand((starts.numel(), window), generator=gen)
+        out = window_pass(model, row, starts, z)
+        loss += float(out.loss_sum)
+        valid_n += int(out.valid.sum())
+        inside = (starts[:, None] + torch.arange(window) < row.tokens.numel())
+        correct += out.correct.float().sum(0).cpu()
+        counted += inside.float().sum(0)
+        runs.append(out.correct[out.full].to(torch.int64).cumprod(1).sum(1).cpu())
+    lead = torch.cat(runs) if runs else torch.zeros(0)
+    hist = torch.bincount(lead, minlength=window + 1).double()
+    metrics = {
+        "val_loss": loss / max(valid_n, 1),
+        "mat": 1.0 + float(lead.float().mean()) if lead.numel() else 1.0,
+        **{f"acc_{j}": float(correct[j] / counted[j]) if counted[j] else 0.0 for j in range(window)},
+    }
+    return {"metrics": metrics, "correct_hist": (hist / hist.sum()).tolist() if hist.sum() else []}
+
+
+def _lr(step: int, cfg: HeadTrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train_head(model: PTPModel, train_rows: Sequence[FeatureRow], val_rows: Sequence[FeatureRow],
+               cfg: HeadTrainConfig, run_dir: str | Path, resume: bool = False,
+               progress: Callable[[str], None] | None = None, time_limit_s: float | None = None) -> dict:
+    """Train ``model.head``; checkpoints (``last`` and ``best`` by validation MAT) and eval.csv in run_dir.
+
+    ``resume`` continues from the run's last checkpoint (same data, same config). ``time_limit_s``
+    stops early (after a validation and a checkpoint) once that much wall time has passed.
+    """
+    if not model.is_head:
+        raise ValueError("train_head needs a model with drafter='head'")
+    if not train_rows or not val_rows:
+        raise ValueError("need training and validation rows")
+    run = Path(run_dir)
+    window = model.cfg.window
+    params = [p for p in model.head.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, best, spent, cpu_spent = 0, -1.0, 0.0, 0.0
+    rng = random.Random(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    checkpoint = latest_checkpoint(run) if resume else None
+    if checkpoint is not None:
+        state, opt_state, rng_state = load_trainer_state(checkpoint)
+        if state["config"] != asdict(cfg) | {"steps": state["config"]["steps"]}:
+            raise ValueError(f"{checkpoint} was trained with another config: {state['config']}")
+        model.load_adapter(checkpoint)
+        optimizer.load_state_dict(opt_state)
+        restore_rng(rng_state)
+        step, best, spent, cpu_spent = state["step"], state["best"], state["seconds"], state["cpu_seconds"]
+        rng.setstate(_tuple_state(state["python_rng"]))
+        gen.manual_seed(cfg.seed + step)
+    elif resume and progress:
+        progress(f"no checkpoint in {run}: starting fresh")
+    run.mkdir(parents=True, exist_ok=True)
+    if step == 0:
+        (run / EVAL_CSV).unlink(missing_ok=True)
+        (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": model.cfg.to_dict()}, indent=1))
+    model.train()
+    wall0, cpu0 = time.perf_counter() - spent, time.process_time() - cpu_spent
+    loss_avg = None
+    result: dict = {}
+    while step < cfg.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(step, cfg)
+        total, count = None, 0
+        for row in rng.sample(list(train_rows), min(cfg.rows_per_step, len(train_rows))):
+            starts = _starts(row, cfg.windows_per_row, rng)
+            if starts is None:
+                continue
+            out = window_pass(model, row, starts, _z((starts.numel(), window), cfg.z_beta, gen))
+            total = out.loss_sum if total is None else total + out.loss_sum
+            count += int(out.valid.sum())
+        if total is None or count == 0:
+            step += 1
+            continue
+        loss = total / count
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        value = float(loss.detach())
+        loss_avg = value if loss_avg is None else 0.95 * loss_avg + 0.05 * value
+        out_of_time = time_limit_s is not None and time.perf_counter() - wall0 >= time_limit_s
+        if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
+            model.eval()
+            result = evaluate(model, val_rows, cfg.val_windows_per_row, window)
+            model.train()
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            metrics = {"step": step, "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+                       "train_loss": round(loss_avg, 4), **{k: round(v, 4) for k, v in result["metrics"].items()}}
+            _append_csv(run / EVAL_CSV, metrics)
+            is_best = result["metrics"]["mat"] > best
+            best = max(best, result["metrics"]["mat"])
+            model.cfg = _with_hist(model.cfg, result["correct_hist"])
+            state = {"step": step, "best": best, "seconds": wall, "cpu_seconds": cpu, "config": asdict(cfg),
+                     "python_rng": _list_state(rng.getstate())}
+            save_checkpoint(run, step, lambda d: model.save_pretrained(d), state, optimizer.state_dict(), is_best)
+            if progress:
+                progress(f"step {step}/{cfg.steps}  train loss {loss_avg:.3f}  val loss "
+                         f"{result['metrics']['val_loss']:.3f}  MAT {result['metrics']['mat']:.3f}  "
+                         f"acc0 {result['metrics']['acc_0']:.3f}  ({wall:.0f} s)")
+            if out_of_time:
+                break
+    model.eval()
+    return {"step": step, "best_mat": best, **result.get("metrics", {})}
+
+
+def _with_hist(cfg, hist: list[float]):
+    from dataclasses import replace
+
+    return replace(cfg, correct_hist=tuple(hist)) if hist else cfg
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _list_state(state) -> list:
+    return [state[0], list(state[1]), state[2]]
+
+
+def _tuple_state(state) -> tuple:
+    return (state[0], tuple(state[1]), state[2])

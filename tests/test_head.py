@@ -1,0 +1,155 @@
+"""The feature-head drafter: lossless decoding, train/decode agreement, persistence, and that it learns."""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ptp
+from ptp.data.features import FeatureConfig, read_features, sample_with_features, write_features
+from ptp.decoding.step import head_draft
+from ptp.head import HeadConfig, frequent_tokens
+from ptp.testing import FAMILIES, tiny_teacher
+from ptp.training.head import HeadTrainConfig, evaluate, train_head, window_pass
+
+SAMPLINGS = {
+    "greedy": ptp.SamplingConfig(temperature=0),
+    "t0.7-k10-p0.9": ptp.SamplingConfig(temperature=0.7, top_k=10, top_p=0.9),
+    "t1.3": ptp.SamplingConfig(temperature=1.3),
+}
+
+
+def head_model(family="llama", mode="o-ptp", vocab=0, layers=1, window=4, sharpness=4.0, seed=0):
+    teacher = tiny_teacher(family, sharpness=sharpness)
+    torch.manual_seed(seed)
+    model = ptp.PTPModel.from_teacher(teacher, mode=mode, drafter="head", window=window, embedding="arith",
+                                      head=HeadConfig(layers=layers, draft_vocab=vocab))
+    with torch.no_grad():  # random, not identity, so drafts really vary with u and context
+        for p in model.head.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    family=st.sampled_from(FAMILIES),
+    mode=st.sampled_from(["o-ptp", "mtp"]),
+    sampling=st.sampled_from(sorted(SAMPLINGS)),
+    vocab=st.sampled_from([0, 24]),
+    prompt_len=st.integers(1, 10),
+    max_new=st.integers(1, 40),
+    draft_len=st.integers(0, 6),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_head_draft_verify_equals_ar(family, mode, sampling, vocab, prompt_len, max_new, draft_len, seed):
+    model = head_model(family, mode, vocab)
+    cfg = SAMPLINGS[sampling]
+    prompt = torch.randint(48, (prompt_len,), generator=torch.Generator().manual_seed(seed))
+    ref = ptp.generate(model, prompt, max_new, cfg, seed, "ar")
+    out = ptp.generate(model, prompt, max_new, cfg, seed, "draft-verify", draft_len=draft_len)
+    assert out.tokens.tolist() == ref.tokens.tolist()
+    assert out.calls == 2 * out.teacher_calls and sum(out.accepted_per_call) == len(ref.tokens)
+
+
+def test_head_refuses_pqd_and_lora_slots():
+    model = head_model()
+    with pytest.raises(ValueError, match="draft-verify"):
+        ptp.generate(model, [1, 2, 3], 4, method="pqd")
+    with pytest.raises(ValueError, match="o-ptp layout"):
+        ptp.PTPModel.from_teacher(tiny_teacher("llama"), mode="c-ptp", drafter="head")
+
+
+def _row(model, prompt_len=6, new=20, seed=3):
+    cfg = FeatureConfig(sampling=ptp.SamplingConfig(temperature=1.0), max_new_tokens=new)
+    prompt = torch.randint(48, (prompt_len,), generator=torch.Generator().manual_seed(seed)).tolist()
+    return sample_with_features(model.teacher, [prompt], [seed], cfg)[0]
+
+
+@pytest.mark.parametrize("vocab", [0, 24])
+def test_training_windows_see_what_decoding_sees(vocab):
+    """A training window's slot logits equal the decoding head call's at the same context and u's."""
+    model = head_model(vocab=vocab, window=4)
+    row = _row(model)
+    starts = torch.tensor([7, 9, 12])
+    z = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        trained = window_pass(model, row, starts, z)
+        for n, s in enumerate(starts.tolist()):
+            left, right = row.left[s : s + 4], row.right[s : s + 4]
+            u = left + z[n] * (right - left)
+            logits = head_draft(model, model.head.new_cache(), row.features[: s - 1].float(),
+                                int(row.tokens[s - 1]), s - 1, u)
+            expected = logits[:, model.head.vocab_ids]
+            torch.testing.assert_close(trained.logits[n], expected, atol=2e-5, rtol=1e-4)
+
+
+def test_features_match_a_full_teacher_pass():
+    """Stored features and intervals are the teacher's own on the sampled sequence."""
+    model = head_model()
+    row = _row(model, new=15)
+    sampling = ptp.SamplingConfig(temperature=1.0)
+    with torch.no_grad():
+        hidden = model.teacher.base_model(row.tokens[None]).last_hidden_state[0]
+        probs = ptp.sampling.process(model.teacher.get_output_embeddings()(hidden), sampling)
+    torch.testing.assert_close(row.features[:-1].float(), hidden[:-1], atol=2e-3, rtol=1e-2)
+    p = row.prompt_len
+    left, right = ptp.sampling.bin_edges(probs[p - 1 : -1], row.tokens[p:])
+    torch.testing.assert_close(row.left[p:], left, atol=1e-5, rtol=0)
+    torch.testing.assert_close(row.right[p:], right, atol=1e-5, rtol=0)
+    assert bool((row.left[p:] < row.right[p:]).all())
+
+
+def test_feature_shards_resume(tmp_path):
+    model = head_model()
+    prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9], [10]]
+    cfg = FeatureConfig(sampling=ptp.SamplingConfig(temperature=1.0), max_new_tokens=6, batch_size=2,
+                        rows_per_shard=2)
+    write_features(model.teacher, prompts, cfg, tmp_path / "a")
+    whole = list(read_features(tmp_path / "a"))
+    (tmp_path / "a" / "features-00001.safetensors").unlink()  # as if killed before the second shard
+    write_features(model.teacher, prompts, cfg, tmp_path / "a")
+    again = list(read_features(tmp_path / "a"))
+    assert [r.tokens.tolist() for r in again] == [r.tokens.tolist() for r in whole]
+    assert [r.prompt_len for r in whole] == [3, 2, 4, 1]
+    with pytest.raises(ValueError, match="other settings"):
+        write_features(model.teacher, prompts, FeatureConfig(sampling=cfg.sampling, max_new_tokens=7),
+                       tmp_path / "a")
+
+
+def test_save_load_keeps_the_drafts(tmp_path):
+    model = head_model(vocab=24)
+    model.save_pretrained(tmp_path / "d", storage_dtype=torch.float16)
+    loaded = ptp.PTPModel.from_pretrained(tmp_path / "d", teacher=model.teacher).eval()
+    assert torch.equal(loaded.head.vocab_ids, model.head.vocab_ids) and loaded.cfg == model.cfg
+    cfg = SAMPLINGS["t0.7-k10-p0.9"]
+    a = ptp.generate(model, [1, 2, 3], 30, cfg, 5, "draft-verify")
+    b = ptp.generate(loaded, [1, 2, 3], 30, cfg, 5, "draft-verify")
+    assert a.tokens.tolist() == b.tokens.tolist()
+    with pytest.raises(ValueError, match="different teacher"):
+        ptp.PTPModel.from_pretrained(tmp_path / "d", teacher=tiny_teacher("llama", seed=1))
+
+
+def test_frequent_tokens_keeps_the_most_frequent_and_eos():
+    counts = torch.tensor([5, 0, 9, 1, 9, 0])
+    assert frequent_tokens(counts, 3).tolist() == [0, 2, 4]
+    assert frequent_tokens(counts, 3, always=[5]).tolist() == [2, 4, 5]
+
+
+def test_training_raises_held_out_mat(tmp_path):
+    """A few hundred steps on a sharp tiny teacher's samples beat the untrained head (and resume works)."""
+    model = head_model(sharpness=8.0, window=4)
+    cfg = FeatureConfig(sampling=ptp.SamplingConfig(temperature=0.7), max_new_tokens=40, batch_size=16)
+    gen = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(48, (4,), generator=gen).tolist() for _ in range(48)]
+    rows = sample_with_features(model.teacher, prompts, list(range(48)), cfg)
+    train, val = rows[:40], rows[40:]
+    before = evaluate(model, val, 16, 4)["metrics"]
+    train_cfg = HeadTrainConfig(steps=120, rows_per_step=4, windows_per_row=16, lr=3e-3, eval_every=60,
+                                warmup_steps=10)
+    torch.manual_seed(0)
+    result = train_head(model, train, val, train_cfg, tmp_path / "run")
+    assert result["val_loss"] < 0.8 * before["val_loss"] and result["mat"] > before["mat"] + 0.05, (before, result)
+    assert (tmp_path / "run" / "best" / "adapter.safetensors").is_file()
+    longer = HeadTrainConfig(**{**train_cfg.__dict__, "steps": 130})
+    resumed = train_head(model, train, val, longer, tmp_path / "run", resume=True)
+    assert resumed["step"] == 130
