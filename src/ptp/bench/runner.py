@@ -93,10 +93,12 @@ def build_methods(cfg: BenchConfig) -> tuple[dict, str]:
     teacher = plain_teacher(model) if {"ar-hf", "pld", "sps"} & set(cfg.methods) else None
     for name in cfg.methods:
         if name in ("ar", "draft-verify", "pqd"):
+            if name == "pqd" and model.is_head:
+                raise ValueError(f"{cfg.model_dir} is a feature-head drafter: it decodes with draft-verify, not pqd")
             methods[name] = PTPMethod(model, name, cfg.slot_budget, eos)
         elif name == "mtp":
             control = PTPModel.from_pretrained(cfg.mtp_model_dir).to(cfg.device).eval()
-            methods[name] = PTPMethod(control, "pqd", cfg.slot_budget, eos)
+            methods[name] = PTPMethod(control, control.default_method, cfg.slot_budget, eos)
         elif name == "ar-hf":
             methods[name] = HFMethod(teacher, eos)
         elif name == "pld":

@@ -1,8 +1,10 @@
-"""Pick the PQD slot budget for this machine by measuring it.
+"""Pick the PQD slot budget (or a feature head's draft length) for this machine by measuring it.
 
 On a GPU a call over 64 query tokens costs about as much as one over 1; on a 2-core CPU it does not,
-so more slots can lose time even when they win tokens. ``tune_slot_budget`` runs PQD at each
-candidate budget on a few prompts (interleaved, same seeds) and keeps the fastest in tokens/s.
+so more slots (or longer drafts to verify) can lose time even when they win tokens.
+``tune_slot_budget`` runs the model's method at each candidate on a few prompts (interleaved, same
+seeds) and keeps the fastest in tokens/s: PQD's slot budget, or draft-verify's draft length for a
+feature-head drafter.
 """
 
 from __future__ import annotations
@@ -41,11 +43,15 @@ def forward_cost(model: PTPModel, context_len: int = 256, query_sizes=COST_QUERY
           torch.arange(context_len, device=model.device)[None], cache=cache)
     costs = {}
     for q in query_sizes:
-        sizes = [q - 1] if q > 1 else []
+        # A feature head's teacher call verifies q tokens (no u-slots in the teacher).
+        sizes = [q - 1] if q > 1 and not model.is_head else []
         tokens = torch.zeros(1, q, dtype=torch.long, device=model.device)
-        is_slot = torch.arange(q, device=model.device)[None] >= 1
+        is_slot = torch.arange(q, device=model.device)[None] >= (q if model.is_head else 1)
         u = torch.rand(1, q, device=model.device)
-        positions = step_positions(context_len, 1, sizes, 0).to(model.device)
+        if model.is_head:
+            positions = torch.arange(context_len, context_len + q, device=model.device)[None]
+        else:
+            positions = step_positions(context_len, 1, sizes, 0).to(model.device)
         mask = step_mask(context_len, 1, sizes, model.device) if sizes else None
         times = []
         for _ in range(repeats):
@@ -81,16 +87,24 @@ def tune_slot_budget(
     eos_ids: list[int] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[int, list[BudgetTrial]]:
-    """The fastest budget and every trial; prompts run interleaved over budgets to share the noise."""
+    """The fastest budget and every trial; prompts run interleaved over budgets to share the noise.
+
+    For a feature-head model the candidates are draft lengths of draft-verify.
+    """
     if not prompts or not candidates:
         raise ValueError("tuning needs at least one prompt and one candidate budget")
     totals = {b: [0, 0.0, 0] for b in candidates}  # tokens, seconds, teacher calls
-    ptp.generate(model, prompts[0], 8, sampling, seed, "pqd", slot_budget=candidates[0], eos_token_id=eos_ids)
+
+    def knob(value: int) -> dict:
+        return {"draft_len": value} if model.is_head else {"slot_budget": value}
+
+    method = model.default_method
+    ptp.generate(model, prompts[0], 8, sampling, seed, method, eos_token_id=eos_ids, **knob(candidates[0]))
     for i, prompt in enumerate(prompts):
         for budget in candidates:
             start = time.perf_counter()
-            out = ptp.generate(model, prompt, max_new_tokens, sampling, seed + i, "pqd", slot_budget=budget,
-                               eos_token_id=eos_ids)
+            out = ptp.generate(model, prompt, max_new_tokens, sampling, seed + i, method, eos_token_id=eos_ids,
+                               **knob(budget))
             totals[budget][0] += len(out.tokens)
             totals[budget][1] += time.perf_counter() - start
             totals[budget][2] += out.teacher_calls

@@ -59,8 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", default=None,
                    help="Spec-Bench questions or a JSONL of {id, prompt}, told apart by the first line "
                         "(default: the model's prompts.jsonl)")
-    p.add_argument("--methods", nargs="+", default=["ar-hf", "ar", "draft-verify", "pqd", "pld"],
-                   choices=ALL_METHODS, metavar="METHOD", help=f"any of {', '.join(ALL_METHODS)}")
+    p.add_argument("--methods", nargs="+", default=None, choices=ALL_METHODS, metavar="METHOD",
+                   help=f"any of {', '.join(ALL_METHODS)} (default: ar-hf ar draft-verify pqd pld; a feature-head "
+                        "drafter has no pqd)")
     p.add_argument("--max-new-tokens", type=int, default=128, help="tokens generated per prompt and method")
     p.add_argument("--sampling", type=parse_sampling, action="append", default=None,
                    help="'greedy' or 'T,K,P'; repeatable (default: greedy and 0.7,50,0.95)")
@@ -92,6 +93,14 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def default_methods(model_dir: str) -> list[str]:
+    """ar-hf, ar, the drafter's methods (pqd only for one-network drafters) and prompt lookup."""
+    path = Path(model_dir) / "ptp_config.json"
+    meta = json.loads(path.read_text()) if path.is_file() else {}  # a bad checkpoint is refused when loaded
+    head = meta.get("ptp", {}).get("drafter") == "head"
+    return ["ar-hf", "ar", "draft-verify", *([] if head else ["pqd"]), "pld"]
 
 
 def load_prompts(path: str, tokenizer, limit: int) -> tuple[tuple[str, list[int]], ...]:
@@ -139,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = BenchConfig(
         model_dir=model_dir,
         prompts=prompts,
-        methods=tuple(args.methods),
+        methods=tuple(args.methods or default_methods(model_dir)),
         samplings=tuple(args.sampling) if args.sampling else BenchConfig.__dataclass_fields__["samplings"].default,
         max_new_tokens=args.max_new_tokens,
         slot_budget=args.slot_budget,

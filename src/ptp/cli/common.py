@@ -7,7 +7,15 @@ import argparse
 from ptp.checkpoint import tokenizer_dir
 from ptp.sampling import SamplingConfig
 
-__all__ = ["Formatter", "add_sampling_args", "sampling_from_args", "tokenizer_dir"]
+__all__ = ["Formatter", "add_sampling_args", "prompt_ids", "sampling_from_args", "tokenizer_dir"]
+
+
+def prompt_ids(tokenizer, text: str, chat: bool = True) -> list[int]:
+    """Token ids of a prompt: a user turn through the chat template when the tokenizer has one, else as is."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+        return list(ids if isinstance(ids, list) else ids["input_ids"])
+    return list(tokenizer(text).input_ids)
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):

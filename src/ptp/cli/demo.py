@@ -1,50 +1,59 @@
-"""Show PTP on the bundled model: PQD output with each call's tokens grouped, then AR with the same seed.
+"""Show PTP on the default model: the drafter's output with each teacher call's tokens grouped, then
+autoregressive decoding with the same seed, both times, the speedup, MAT and whether they are identical.
 
-Picks a held-out prompt (a function signature + docstring from code the model never trained on),
-generates with Partial Quadratic Decoding, prints the text with alternating colours per model call
-(a mark after each call where there are no colours), then decodes autoregressively with the same
-seed and compares times, speedup, MAT and outputs.
+The default model is SmolLM2-135M-Instruct (installed from PyPI, converted once into ~/.cache/ptp)
+with the feature-head drafter shipped in ptp. The prompt is a chat instruction from the model's
+prompts.jsonl (none of them from a benchmark), sent through the chat template.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
 from pathlib import Path
 
-from ptp.cli.common import add_sampling_args, sampling_from_args, tokenizer_dir
+from ptp.cli.common import add_sampling_args, prompt_ids, sampling_from_args, tokenizer_dir
 
 NAME = "demo"
-HELP = "see PTP work on the bundled model (PQD vs autoregressive, same seed)"
+HELP = "see PTP work on the default model (drafter vs autoregressive, same seed)"
 COLOURS = ("bold cyan", "bold magenta")
-CALL_MARK = "\u2502"  # drawn after each call's tokens when the terminal shows no colours
 WARMUP_TOKENS = 8
-MAX_TRIES = 8  # random prompts tried before showing one the model ends early anyway
+MAX_TRIES = 8  # prompts (each with a fresh seed) tried before showing one the model ends early anyway
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="PTP checkpoint directory (default: the bundled model)")
+    p.add_argument("--model", default=None, help="PTP checkpoint directory (default: the shipped SmolLM2 drafter)")
     p.add_argument("--prompts", default=None, help="JSONL of {id, prompt} (default: the model's prompts.jsonl)")
     p.add_argument("--prompt-id", default=None, help="which prompt (default: a random one, chosen by --seed)")
+    p.add_argument("--prompt", default=None, help="your own prompt text (instead of the prompt file)")
     p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate")
     p.add_argument("--seed", type=int, default=None, help="u-stream seed (default: random)")
+    p.add_argument("--method", default=None, choices=("draft-verify", "pqd"),
+                   help="the PTP method shown (default: the model's fastest)")
     p.add_argument("--slot-budget", type=int, default=None, help="pqd u-slots per call (default: the model's)")
     add_sampling_args(p)
 
 
-def _candidate_prompts(path: Path, prompt_id: str | None, rng: random.Random) -> list:
-    """The asked-for prompt, or every prompt in a random order (the demo takes the first that the
-    model does not end at once)."""
+def _candidates(args: argparse.Namespace, model_dir: Path, rng: random.Random) -> list:
+    """The asked-for prompt, or every prompt of the file in a random order."""
     from ptp.data.prompts import read_prompts
 
-    items = read_prompts(path)
-    if prompt_id is None:
+    if args.prompt is not None:
+        if not args.prompt.strip():
+            raise ValueError("--prompt is empty")
+        return [("your prompt", args.prompt)]
+    path = Path(args.prompts) if args.prompts else model_dir / "prompts.jsonl"
+    if not path.is_file():
+        raise ValueError(f"no prompt file at {path}; pass --prompts FILE or --prompt TEXT")
+    items = [(item.id, item.prompt) for item in read_prompts(path)]
+    if args.prompt_id is None:
         return rng.sample(items, len(items))
-    for item in items:
-        if item.id == prompt_id:
-            return [item]
-    raise ValueError(f"no prompt with id {prompt_id!r} in {path}")
+    chosen = [item for item in items if item[0] == args.prompt_id]
+    if not chosen:
+        raise ValueError(f"no prompt with id {args.prompt_id!r} in {path}")
+    return chosen
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,49 +64,74 @@ def run(args: argparse.Namespace) -> int:
     import ptp
     from ptp.bundled import default_model_dir
 
-    console = Console(highlight=False)
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    piped = not sys.stdout.isatty()
+    console = Console(highlight=False, emoji=False, soft_wrap=piped)
     model_dir = Path(args.model) if args.model else default_model_dir()
+    if not (model_dir / "ptp_config.json").is_file():
+        raise ValueError(f"{model_dir} is not a ptp checkpoint (no ptp_config.json)")
     seed = args.seed if args.seed is not None else random.randrange(2**31)
-    candidates = _candidate_prompts(Path(args.prompts) if args.prompts else model_dir / "prompts.jsonl",
-                                    args.prompt_id, random.Random(seed))
-    with console.status("loading the model"):
+    candidates = _candidates(args, model_dir, random.Random(seed))
+    start = time.perf_counter()
+    with console.status("loading the model (the first run converts the teacher, ~30 s)"):
         model = ptp.PTPModel.from_pretrained(model_dir).eval()
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
+    load_seconds = time.perf_counter() - start
+    method = args.method or model.default_method
     sampling = sampling_from_args(args, model.cfg.sampling)
-    options = dict(slot_budget=args.slot_budget, eos_token_id=tokenizer.eos_token_id)
-    for item in candidates[:MAX_TRIES]:
-        ids = tokenizer(item.prompt).input_ids
-        # Warm-up (first-call overheads); a prompt the model ends within it makes a dull demo.
-        if len(ptp.generate(model, ids, WARMUP_TOKENS, sampling, seed, "pqd", **options).tokens) == WARMUP_TOKENS:
+    options = dict(slot_budget=args.slot_budget, eos_token_id=_eos(model, tokenizer))
+    prompt_id, text, ids, try_seed = "", "", [], seed
+    for attempt, (prompt_id, text) in enumerate(candidates[:MAX_TRIES]):  # noqa: B007 (the last one is shown)
+        ids = prompt_ids(tokenizer, text)
+        # Warm-up (first-call overheads); a prompt the model ends within it makes a dull demo, so the
+        # next try takes another prompt *and* another seed (one seed's first u may always pick EOS).
+        try_seed = seed + attempt
+        warm = ptp.generate(model, ids, WARMUP_TOKENS, sampling, try_seed, method, **options)
+        if len(warm.tokens) == WARMUP_TOKENS:
             break
+    seed = try_seed
 
-    console.rule(f"[bold]prompt {item.id}[/] (held out), seed {seed}, {_describe(sampling)}")
-    console.print(Text(item.prompt, style="dim"), end="")
-    plain = console.color_system is None  # no colours (e.g. piped): mark each call's end instead
-    pqd_tokens, calls, showing = [], 0, 0.0
+    console.print(Text(f"prompt {prompt_id}, seed {seed}, {_describe(sampling)}, {method}", style="bold"))
+    console.print(Text(f"user: {text}", style="dim"))
+    tokens, per_call, showing = [], [], 0.0
     start = time.perf_counter()
-    for chunk in ptp.generate_stream(model, ids, args.max_new_tokens, sampling, seed, "pqd", **options):
+    for chunk in ptp.generate_stream(model, ids, args.max_new_tokens, sampling, seed, method, **options):
         if chunk.tokens:
             shown = time.perf_counter()
-            text = tokenizer.decode(chunk.tokens) + (CALL_MARK if plain else "")
-            console.print(Text(text, style=COLOURS[calls % 2]), end="")
-            calls += 1
-            pqd_tokens += chunk.tokens
+            if not piped:  # colours alternate per call; piped text stays clean (calls listed below)
+                console.print(Text(tokenizer.decode(chunk.tokens), style=COLOURS[len(per_call) % 2]), end="")
+            per_call.append(len(chunk.tokens))
+            tokens += chunk.tokens
             showing += time.perf_counter() - shown
-    pqd_seconds = time.perf_counter() - start - showing  # decoding only, like the AR time below
-    console.print()
-    console.rule()
+    ptp_seconds = time.perf_counter() - start - showing  # decoding only, like the AR time below
+    if piped:
+        console.print(tokenizer.decode(tokens))
+        console.print(Text("tokens per teacher call: " + " ".join(map(str, per_call)), style="dim"))
+    else:
+        console.print()
     start = time.perf_counter()
-    ar = ptp.generate(model, ids, args.max_new_tokens, sampling, seed, "ar", eos_token_id=tokenizer.eos_token_id)
+    ar = ptp.generate(model, ids, args.max_new_tokens, sampling, seed, "ar", eos_token_id=options["eos_token_id"])
     ar_seconds = time.perf_counter() - start
-    same = ar.tokens.tolist() == pqd_tokens
-    grouping = f"each call ends at {CALL_MARK}" if plain else "colours alternate per call"
-    console.print(f"PQD: {len(pqd_tokens)} tokens in {calls} calls ({pqd_seconds:.2f} s), "
-                  f"MAT {len(pqd_tokens) / max(calls, 1):.2f} tokens per call; {grouping}")
-    console.print(f"AR : {len(ar.tokens)} tokens in {ar.teacher_calls} calls ({ar_seconds:.2f} s)")
-    console.print(f"speedup {ar_seconds / pqd_seconds:.2f}x; outputs identical: "
+    same = ar.tokens.tolist() == tokens
+    grouping = "" if piped else "; colours alternate per call"
+    console.print(f"{method}: {len(tokens)} tokens in {len(per_call)} teacher calls ({ptp_seconds:.2f} s), "
+                  f"MAT {len(tokens) / max(len(per_call), 1):.2f} tokens per call{grouping}")
+    console.print(f"ar: {len(ar.tokens)} tokens in {ar.teacher_calls} calls ({ar_seconds:.2f} s); "
+                  f"model loaded in {load_seconds:.1f} s")
+    console.print(f"speedup {ar_seconds / max(ptp_seconds, 1e-9):.2f}x; outputs identical: "
                   + ("[bold green]yes[/]" if same else "[bold red]NO[/]"))
     return 0 if same else 1
+
+
+def _eos(model, tokenizer) -> list[int]:
+    """End of text and end of turn: the tokenizer's EOS and the teacher's generation config's."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    configured = getattr(model.teacher.generation_config, "eos_token_id", None)
+    ids |= {configured} if isinstance(configured, int) else set(configured or [])
+    return sorted(ids)
 
 
 def _describe(s) -> str:

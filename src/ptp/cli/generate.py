@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ptp.cli.common import add_sampling_args, sampling_from_args, tokenizer_dir
+from ptp.cli.common import add_sampling_args, prompt_ids, sampling_from_args, tokenizer_dir
 
 NAME = "generate"
 HELP = "generate text with a PTP model"
@@ -15,8 +15,9 @@ HELP = "generate text with a PTP model"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="PTP checkpoint directory (ptp_config.json + adapter)")
     p.add_argument("--prompt", required=True, help="prompt text")
-    p.add_argument("--method", default="pqd", choices=["ar", "draft-verify", "pqd"],
-                   help="decoding method (all give the same tokens for a seed)")
+    p.add_argument("--method", default=None, choices=["ar", "draft-verify", "pqd"],
+                   help="decoding method (all give the same tokens for a seed; default: the model's fastest)")
+    p.add_argument("--raw", action="store_true", help="tokenise the prompt as is, not as a chat user turn")
     p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate")
     p.add_argument("--seed", type=int, default=0, help="u-stream seed")
     p.add_argument("--slot-budget", type=int, default=None, help="pqd: u-slots per call (default: the model's)")
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     model = ptp.PTPModel.from_pretrained(args.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(args.model))
     sampling = sampling_from_args(args, model.cfg.sampling)
-    ids = tokenizer(args.prompt, return_tensors="pt").input_ids[0]
+    ids = prompt_ids(tokenizer, args.prompt, chat=not args.raw)
     out = ptp.generate(model, ids, args.max_new_tokens, sampling, args.seed, args.method,
                        slot_budget=args.slot_budget, stop_strings=args.stop, tokenizer=tokenizer)
     text = tokenizer.decode(out.tokens)

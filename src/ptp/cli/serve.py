@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=d.model_name, help="model id clients send ('' = the checkpoint directory's name)")
     p.add_argument("--host", default=d.host, help="interface to listen on (0.0.0.0 exposes the server)")
     p.add_argument("--port", type=int, default=d.port, help="TCP port (0 = any free port)")
-    p.add_argument("--method", default=d.method, choices=METHODS, help="decoding method (same text for all)")
+    p.add_argument("--method", default=d.method, choices=METHODS,
+                   help="decoding method (same text for all; default: the model's fastest)")
     p.add_argument("--slot-budget", type=int, default=d.slot_budget,
                    help="pqd: u-slots per call (default: the model's tuned budget)")
     p.add_argument("--queue-size", type=int, default=d.queue_size, help="waiting requests before 429")

@@ -1,6 +1,7 @@
-"""Measure the PQD slot budget that is fastest on this machine and (with --write) store it in the checkpoint.
+"""Measure the fastest PQD slot budget (or feature-head draft length) on this machine; --write stores it.
 
-Runs PQD at each candidate budget on a few held-out prompts and reports tokens/s and MAT per budget.
+Prints the cost of a teacher call per number of rows, then runs the model's method at each
+candidate on a few held-out prompts and reports tokens/s and MAT per candidate.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="PTP checkpoint directory (default: the bundled model)")
     p.add_argument("--prompts", default=None, help="JSONL of {id, prompt} (default: the model's prompts.jsonl)")
     p.add_argument("--num-prompts", type=int, default=4, help="held-out prompts timed per budget")
-    p.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_CANDIDATES),
-                   help="slot budgets to try")
+    p.add_argument("--budgets", type=int, nargs="+", default=None,
+                   help=f"slot budgets to try (default: {' '.join(map(str, DEFAULT_CANDIDATES))}; a feature "
+                        "head: draft lengths 1..window)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu or cuda[:N]")
     p.add_argument("--write", action="store_true", help="store the best budget in the checkpoint's ptp_config.json")
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     import ptp
-    from ptp.bench.tune import forward_cost, tune_slot_budget
+    from ptp.bench.tune import DEFAULT_CANDIDATES, forward_cost, tune_slot_budget
     from ptp.bundled import default_model_dir
     from ptp.cli.bench import load_prompts
     from ptp.model import CONFIG_NAME
@@ -47,15 +49,17 @@ def run(args: argparse.Namespace) -> int:
     costs = forward_cost(model)
     print("cost of one call over q query tokens (cache of 256): "
           + ", ".join(f"q={q}: {s * 1000:.1f} ms ({s / costs[1]:.2f}x)" for q, s in costs.items()))
-    best, trials = tune_slot_budget(model, [ids for _, ids in prompts], sampling, args.budgets,
+    candidates = args.budgets or (list(range(1, model.cfg.window + 1)) if model.is_head else DEFAULT_CANDIDATES)
+    best, trials = tune_slot_budget(model, [ids for _, ids in prompts], sampling, candidates,
                                     args.max_new_tokens, eos_ids=eos)
-    print(f"{'budget':>6} {'tok/s':>8} {'MAT':>6}")
+    knob = "draft_len" if model.is_head else "slot_budget"
+    print(f"{'drafts' if model.is_head else 'budget':>6} {'tok/s':>8} {'MAT':>6}")
     for t in trials:
         print(f"{t.budget:>6} {t.tokens_per_second:>8.1f} {t.mat:>6.2f}" + ("  <- best" if t.budget == best else ""))
     if args.write:
         path = model_dir / CONFIG_NAME
         meta = json.loads(path.read_text())
-        meta["ptp"]["slot_budget"] = best
+        meta["ptp"][knob] = best
         path.write_text(json.dumps(meta, indent=2) + "\n")
-        print(f"wrote slot_budget={best} to {path}")
+        print(f"wrote {knob}={best} to {path}")
     return 0

@@ -33,7 +33,7 @@ def generate_stream(
     max_new_tokens: int = 128,
     sampling: SamplingConfig | None = None,
     seed: int = 0,
-    method: str = "pqd",
+    method: str | None = None,
     *,
     slot_budget: int | None = None,
     max_group_slots: int = 0,
@@ -49,11 +49,11 @@ def generate_stream(
     model's tuned budget. Same arguments as ``generate``.
     """
     cfg = DecodeConfig(
-        method=method,
+        method=method or model.default_method,
         max_new_tokens=max_new_tokens,
         slot_budget=model.cfg.slot_budget if slot_budget is None else slot_budget,
         max_group_slots=max_group_slots,
-        draft_len=draft_len,
+        draft_len=draft_len or model.cfg.draft_len,
         stop_strings=tuple(stop_strings),
     )
     sampling = sampling or model.cfg.sampling
@@ -66,7 +66,7 @@ def generate(
     max_new_tokens: int = 128,
     sampling: SamplingConfig | None = None,
     seed: int = 0,
-    method: str = "pqd",
+    method: str | None = None,
     *,
     slot_budget: int | None = None,
     max_group_slots: int = 0,
@@ -78,7 +78,9 @@ def generate(
 ) -> GenerateOutput:
     """Generate new tokens; for one seed every method returns exactly the tokens of ``ar``.
 
-    slot_budget (None: the model's), max_group_slots, draft_len: see DecodeConfig. stop_strings need
+    method: "ar", "draft-verify" or "pqd"; None = the model's fastest (``PTPModel.default_method``).
+
+    slot_budget (None: the model's), max_group_slots, draft_len (0: the model's): see DecodeConfig. stop_strings need
     the tokenizer.
     eos_token_id defaults to the teacher's; drafter to the model's own (PTPDrafter).
     """

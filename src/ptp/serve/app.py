@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -69,6 +69,8 @@ def model_info(config: ServeConfig, model: PTPModel, tokenizer) -> ModelInfo:
 def build_app(config: ServeConfig, model: PTPModel, tokenizer) -> FastAPI:
     """The app; its lifespan starts the model worker and stops it (cancelling queued jobs)."""
     metrics = Metrics()
+    if config.method is None:  # the model's fastest method, shown by /v1/models and in every response
+        config = replace(config, method=model.default_method)
     worker = ModelWorker(model, tokenizer, config.method, config.slot_budget, config.queue_size, metrics)
     served = Served(config, model_info(config, model, tokenizer), tokenizer, worker, metrics)
 

@@ -17,7 +17,7 @@ class ServeConfig:
     model_name: str = ""  # the id clients send as "model"; "" = the checkpoint directory's name
     host: str = "127.0.0.1"  # loopback by default: exposing the server is an explicit choice
     port: int = 8000  # TCP port; 0 = any free port
-    method: str = "pqd"  # decoding method, one of ptp.decoding.METHODS (all give the same text)
+    method: str | None = None  # decoding method, one of ptp.decoding.METHODS; None = the model's fastest
     slot_budget: int | None = None  # pqd: u-slots per call; None: the model's tuned budget
     queue_size: int = 64  # requests that may wait for the model worker; one more gets 429
     max_tokens_limit: int = 1024  # the largest max_tokens a request may ask for
@@ -29,7 +29,7 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.model_dir, str) or not self.model_dir:
             raise ValueError(f"model_dir must be a non-empty path string, got {self.model_dir!r}")
-        if self.method not in METHODS:
+        if self.method is not None and self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= MAX_PORT:
             raise ValueError(f"port must be an integer in [0, {MAX_PORT}], got {self.port!r}")
