@@ -1,12 +1,14 @@
 """The feature-head drafter: lossless decoding, train/decode agreement, persistence, and that it learns."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ptp
-from ptp.data.features import FeatureConfig, read_features, sample_with_features, write_features
+from ptp.data.features import FeatureConfig, read_features, relayout, sample_with_features, write_features
 from ptp.decoding.step import head_draft
 from ptp.head import HeadConfig, frequent_tokens
 from ptp.testing import FAMILIES, tiny_teacher
@@ -19,11 +21,12 @@ SAMPLINGS = {
 }
 
 
-def head_model(family="llama", mode="o-ptp", vocab=0, layers=1, window=4, sharpness=4.0, seed=0):
+def head_model(family="llama", mode="o-ptp", vocab=0, layers=1, window=4, sharpness=4.0, seed=0, order="id"):
     teacher = tiny_teacher(family, sharpness=sharpness)
     torch.manual_seed(seed)
     model = ptp.PTPModel.from_teacher(teacher, mode=mode, drafter="head", window=window, embedding="arith",
-                                      head=HeadConfig(layers=layers, draft_vocab=vocab))
+                                      head=HeadConfig(layers=layers, draft_vocab=vocab),
+                                      sampling=ptp.SamplingConfig(order=order))
     with torch.no_grad():  # random, not identity, so drafts really vary with u and context
         for p in model.head.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -40,10 +43,11 @@ def head_model(family="llama", mode="o-ptp", vocab=0, layers=1, window=4, sharpn
     max_new=st.integers(1, 40),
     draft_len=st.integers(0, 6),
     seed=st.integers(0, 2**31 - 1),
+    order=st.sampled_from(["id", "argmax"]),
 )
-def test_head_draft_verify_equals_ar(family, mode, sampling, vocab, prompt_len, max_new, draft_len, seed):
-    model = head_model(family, mode, vocab)
-    cfg = SAMPLINGS[sampling]
+def test_head_draft_verify_equals_ar(family, mode, sampling, vocab, prompt_len, max_new, draft_len, seed, order):
+    model = head_model(family, mode, vocab, order=order)
+    cfg = replace(SAMPLINGS[sampling], order=order)
     prompt = torch.randint(48, (prompt_len,), generator=torch.Generator().manual_seed(seed))
     ref = ptp.generate(model, prompt, max_new, cfg, seed, "ar")
     out = ptp.generate(model, prompt, max_new, cfg, seed, "draft-verify", draft_len=draft_len)
@@ -78,7 +82,7 @@ def test_training_windows_see_what_decoding_sees(vocab):
             left, right = row.left[s : s + 4], row.right[s : s + 4]
             u = left + z[n] * (right - left)
             logits = head_draft(model, model.head.new_cache(), row.features[: s - 1].float(),
-                                int(row.tokens[s - 1]), s - 1, u)
+                                row.features[s - 2].float(), int(row.tokens[s - 1]), s - 1, u)
             expected = logits[:, model.head.vocab_ids]
             torch.testing.assert_close(trained.logits[n], expected, atol=2e-5, rtol=1e-4)
 
@@ -97,6 +101,22 @@ def test_features_match_a_full_teacher_pass():
     torch.testing.assert_close(row.left[p:], left, atol=1e-5, rtol=0)
     torch.testing.assert_close(row.right[p:], right, atol=1e-5, rtol=0)
     assert bool((row.left[p:] < row.right[p:]).all())
+
+
+def test_relayout_gives_each_order_its_intervals():
+    """Recomputed intervals match the sampling-time ones in the same order, and hold the token in another."""
+    model = head_model()
+    row = _row(model, new=30)
+    same = relayout([row], model.teacher, ptp.SamplingConfig(temperature=1.0))[0]
+    p = row.prompt_len
+    torch.testing.assert_close(same.left[p:], row.left[p:], atol=2e-3, rtol=0)
+    torch.testing.assert_close(same.right[p:], row.right[p:], atol=2e-3, rtol=0)
+    argmax = ptp.SamplingConfig(temperature=1.0, order="argmax")
+    other = relayout([row], model.teacher, argmax)[0]
+    with torch.no_grad():
+        probs = ptp.sampling.process(model.teacher.get_output_embeddings()(row.features[p - 1 : -1].float()), argmax)
+    middle = (other.left[p:] + other.right[p:]) / 2
+    assert ptp.sampling.pick(middle, probs, "argmax").tolist() == row.tokens[p:].tolist()
 
 
 def test_feature_shards_resume(tmp_path):

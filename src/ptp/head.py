@@ -7,8 +7,9 @@ verify tokens, and runs only ``layers`` small decoder layers of its own:
 
 - a *context row* at position p carries ``ctx_proj(f_p)``, the teacher's feature after token p;
 - the u-slots of a window predicting tokens s, s+1, ... sit at positions s-1, s, ... (the O-PTP
-  layout): slot j carries ``u_embed(u_{s+j})``, and slot 0 also the teacher's embedding of token
-  s-1, the token after the last context row;
+  layout): slot j carries ``u_embed(u_{s+j})``; slot 0 also carries ``fuse([e(t_{s-1}); f_{s-2}])``,
+  the teacher's embedding of token s-1 (the token after the last context row) and the last context
+  feature (EAGLE's input: what the teacher's next step starts from);
 - slots see the context rows before position s-1 and the earlier slots of their own window;
 - logits come from the teacher's own (frozen) output embedding restricted to a *draft vocabulary*
   of frequent tokens (the full lm_head is 28 M of SmolLM2's 134.5 M parameters).
@@ -97,6 +98,11 @@ class FeatureHead(nn.Module):
         nn.init.zeros_(self.ctx_proj.bias)
         token_std = float(teacher.get_input_embeddings().weight.float().std())
         self.u_embed = UEmbedding(embedding, hidden, token_std)
+        self.fuse = nn.Linear(2 * hidden, hidden)  # slot 0: [token embedding; last context feature]
+        with torch.no_grad():  # start as the token embedding alone
+            self.fuse.weight.zero_()
+            self.fuse.weight[:, :hidden] = torch.eye(hidden)
+            self.fuse.bias.zero_()
         self.body = LlamaModel(head_body_config(teacher.config, cfg))
         # Frozen views of the teacher, not saved with the head (see ``bind``).
         self._teacher = [teacher]  # a list: not a submodule, so not in this module's state_dict
@@ -122,11 +128,13 @@ class FeatureHead(nn.Module):
         """[..., H] teacher features -> head input rows."""
         return self.ctx_proj(features.to(self.ctx_proj.weight.dtype))
 
-    def embed_slots(self, u: torch.Tensor, first_tokens: torch.Tensor) -> torch.Tensor:
-        """u [..., L] and the token before each window [...] -> slot rows [..., L, H] (slot 0 adds the token)."""
+    def embed_slots(self, u: torch.Tensor, first_tokens: torch.Tensor, last_features: torch.Tensor) -> torch.Tensor:
+        """u [..., L], the token before each window [...] and the last context feature before it [..., H]
+        (zeros when there is none) -> slot rows [..., L, H]."""
         rows = self.u_embed(u)  # [..., L, H]
         token = self._teacher[0].get_input_embeddings()(first_tokens.clamp(min=0)).to(rows.dtype)  # [..., H]
-        return torch.cat([rows[..., :1, :] + token.unsqueeze(-2), rows[..., 1:, :]], dim=-2)
+        first = self.fuse(torch.cat([token, last_features.to(rows.dtype)], dim=-1))  # [..., H]
+        return torch.cat([rows[..., :1, :] + first.unsqueeze(-2), rows[..., 1:, :]], dim=-2)
 
     def run(self, embeds: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor | None,
             cache: DynamicCache | None = None) -> torch.Tensor:

@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draft-vocab", type=int, default=h.draft_vocab, help="draft vocabulary size (0 = all)")
     p.add_argument("--window", type=int, default=8, help="u-slots per window (the longest draft)")
     p.add_argument("--embedding", default="arith", help="u feature map (binary, arith, cosine, interp)")
+    p.add_argument("--order", default="argmax", choices=("id", "argmax", "sorted"),
+                   help="CDF order the drafter reads u in (argmax: u below the top probability means the "
+                        "most likely token, and greedy drafting asks for u = 0)")
     p.add_argument("--val-rows", type=int, default=64, help="rows held out for validation (the last ones)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
     p.add_argument("--rows-per-step", type=int, default=d.rows_per_step, help="rows per step")
@@ -45,9 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     import torch
 
-    from ptp.data.features import feature_manifest, read_features
+    from ptp.data.features import feature_manifest, read_features, relayout
     from ptp.head import HeadConfig, frequent_tokens
     from ptp.model import PTPModel
     from ptp.sampling import SamplingConfig
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if len(samplings) != 1:
         raise ValueError(f"the feature directories were sampled under different settings: {samplings}")
     sampling = SamplingConfig.from_dict(feature_manifest(args.features[0])["config"]["sampling"])
+    sampled_order, sampling = sampling.order, replace(sampling, order=args.order)
     if len(rows) <= args.val_rows:
         raise ValueError(f"{len(rows)} rows is too few for {args.val_rows} validation rows")
     train_rows, val_rows = rows[: -args.val_rows], rows[-args.val_rows :]
@@ -71,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     from ptp.model import load_teacher
 
     teacher = load_teacher(args.teacher or DEFAULT_TEACHER)
+    if args.order != sampled_order:  # same samples, u's intervals laid out in the drafter's order
+        say(f"recomputing the u intervals in {args.order} order")
+        train_rows, val_rows = relayout(train_rows, teacher, sampling), relayout(val_rows, teacher, sampling)
     vocab = int(teacher.get_output_embeddings().weight.shape[0])
     counts = torch.bincount(torch.cat([r.tokens[r.prompt_len:] for r in train_rows]), minlength=vocab)
     head = HeadConfig(layers=args.layers, draft_vocab=args.draft_vocab)

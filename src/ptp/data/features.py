@@ -189,5 +189,32 @@ def read_features(directory: str | Path) -> Iterator[FeatureRow]:
                              data["left"][a:b], data["right"][a:b])
 
 
+@torch.no_grad()
+def relayout(rows: Sequence[FeatureRow], model: PreTrainedModel, sampling: SamplingConfig,
+             batch_tokens: int = 4096) -> list[FeatureRow]:
+    """The rows with each sampled token's interval recomputed under ``sampling`` (e.g. another CDF order).
+
+    Any CDF order gives the same sequence distribution, so samples drawn in one order are valid
+    training data for a drafter of another; only u's interval changes. Logits come from the stored
+    float16 features through the teacher's lm_head, so edges are exact to about 1e-3 (training only
+    needs a u inside the interval; verification always uses the teacher's exact numbers).
+    """
+    head = model.get_output_embeddings()
+    out = []
+    for row in rows:
+        p, s = row.prompt_len, row.tokens.numel()
+        left, right = row.left.clone(), row.right.clone()
+        for a in range(p, s, batch_tokens):
+            b = min(s, a + batch_tokens)
+            probs = process(head(row.features[a - 1 : b - 1].float()), sampling)
+            tokens = row.tokens[a:b]
+            lo, hi = bin_edges(probs, tokens, sampling.order)
+            # fp16 features may drop a kept tail token out of top-p: give it a minimal interval at its edge.
+            empty = probs.gather(-1, tokens[:, None])[:, 0] <= 0
+            left[a:b], right[a:b] = lo, torch.where(empty, torch.nextafter(lo, torch.ones_like(lo)), hi)
+        out.append(FeatureRow(row.tokens, p, row.features, left, right))
+    return out
+
+
 def feature_manifest(directory: str | Path) -> dict:
     return json.loads((Path(directory) / MANIFEST).read_text())

@@ -50,6 +50,7 @@ class _State:
     drafts: Draft | None = None  # pqd: the drafts to verify in the next call
     head_cache: DynamicCache | None = None  # feature head: its cache of context rows
     head_features: torch.Tensor | None = None  # feature head: teacher features not yet in head_cache [C, H]
+    head_last: torch.Tensor | None = None  # feature head: the teacher's feature of the last cached token [H]
 
     @property
     def generated(self) -> int:
@@ -75,14 +76,19 @@ def _head_step(s: _State) -> tuple[Verdict, int]:
     slots = min(s.cfg.draft_len or s.model.cfg.window, s.room(s.cache_len + 1))
     drafts: list[int] = []
     if slots:
-        logits = head_draft(s.model, s.head_cache, s.head_features, s.context[-1], s.cache_len,
-                            s.ustream.take(n, slots))
+        u = s.ustream.take(n, slots)
+        if s.sampling.greedy and s.model.cfg.sampling.order != "id":
+            # Greedy takes the most likely token at every step: u = 0 under a most-likely-first layout,
+            # so the drafter (trained at a temperature) is asked for exactly that chain.
+            u = torch.zeros_like(u)
+        logits = head_draft(s.model, s.head_cache, s.head_features, s.head_last, s.context[-1], s.cache_len, u)
         s.head_features = s.head_features[:0]
         drafts = s.drafter.propose(logits, n, s.context, s.ustream).tokens.tolist()
     verifier = run_call(s.model, s.cache, [s.context[-1], *drafts], [], n, s.ustream)
     verdict = verify(verifier.window, drafts, s.ustream.take(n, len(drafts) + 1), s.sampling)
     # The pending token and the accepted drafts enter the teacher's cache: their features join the head's.
     s.head_features = torch.cat([s.head_features, verifier.features[: verdict.accepted + 1]])
+    s.head_last = s.head_features[-1]
     return verdict, 2
 
 
@@ -208,6 +214,9 @@ def decode(
 def _run(state: _State, stops: StopChecker) -> Iterator[Chunk]:
     start = time.perf_counter()
     state.head_features = _prefill(state.model, state.cache, state.context)
+    if state.model.is_head:
+        features = state.head_features
+        state.head_last = features[-1] if len(features) else features.new_zeros(features.shape[-1])
     yield Chunk(tokens=[], accepted=0, forward_calls=0, seconds=time.perf_counter() - start)
     step = STEPS[state.cfg.method]
     while True:

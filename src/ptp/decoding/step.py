@@ -64,12 +64,13 @@ def run_call(
                       features=None if features is None else features[0, :window_len])
 
 
-def head_draft(model: PTPModel, head_cache, context_features: torch.Tensor, pending: int, cache_len: int,
-               u: torch.Tensor) -> torch.Tensor:
+def head_draft(model: PTPModel, head_cache, context_features: torch.Tensor, last_feature: torch.Tensor,
+               pending: int, cache_len: int, u: torch.Tensor) -> torch.Tensor:
     """One feature-head call: append the new context rows to the head's cache, then draft len(u) tokens.
 
     context_features [C, H] are the teacher's features at positions head_len..cache_len-1 (head_len =
-    what the head has cached); slot j sits at position cache_len + j, slot 0 carrying the pending token.
+    what the head has cached), last_feature [H] the one at cache_len - 1 (zeros if none); slot j sits
+    at position cache_len + j, slot 0 carrying the pending token and last_feature.
     Returns the slots' logits [len(u), V] (-inf outside the draft vocabulary); the cache keeps the
     context rows only.
     """
@@ -80,7 +81,8 @@ def head_draft(model: PTPModel, head_cache, context_features: torch.Tensor, pend
     device = model.device
     embeds = torch.cat([
         head.embed_context(context_features.to(device)),
-        head.embed_slots(model.slot_u(u.to(device))[None], torch.tensor([pending], device=device))[0],
+        head.embed_slots(model.slot_u(u.to(device))[None], torch.tensor([pending], device=device),
+                         last_feature.to(device)[None])[0],
     ])[None]  # [1, C + n, H]
     positions = torch.cat([torch.arange(head_len, cache_len), torch.arange(n) + cache_len]).to(device)[None]
     allowed = torch.zeros(c + n, cache_len + n, dtype=torch.bool, device=device)

@@ -83,7 +83,10 @@ def window_pass(model: PTPModel, row: FeatureRow, starts: torch.Tensor, z: torch
     u = torch.where(inside, left + z * (right - left), torch.full_like(z, 0.5))
     u = torch.minimum(u, torch.nextafter(right, torch.zeros_like(right))).clamp(0.0, 1.0 - 2**-24)
     ctx = head.embed_context(row.features[:ctx_len].to(device).float())  # [C, H]
-    slots = head.embed_slots(model.slot_u(u.to(device)), row.tokens[starts - 1].to(device))  # [N, L, H]
+    features = row.features.to(device).float()
+    last = torch.where((starts >= 2)[:, None].to(device), features[(starts - 2).clamp(min=0)],
+                       torch.zeros_like(features[:1]))  # [N, H] feature of token s - 2 (zeros if none)
+    slots = head.embed_slots(model.slot_u(u.to(device)), row.tokens[starts - 1].to(device), last)  # [N, L, H]
     embeds = torch.cat([ctx, slots.reshape(n * window, -1)])[None]
     positions = torch.cat([torch.arange(ctx_len), (index - 1).reshape(-1)]).to(device)[None]
     q = ctx_len + n * window
