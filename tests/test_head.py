@@ -36,7 +36,7 @@ def head_model(family="llama", mode="o-ptp", vocab=0, layers=1, window=4, sharpn
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     family=st.sampled_from(FAMILIES),
-    mode=st.sampled_from(["o-ptp", "mtp"]),
+    mode=st.sampled_from(["o-ptp", "c-ptp", "mtp"]),
     sampling=st.sampled_from(sorted(SAMPLINGS)),
     vocab=st.sampled_from([0, 24]),
     prompt_len=st.integers(1, 10),
@@ -59,8 +59,7 @@ def test_head_refuses_pqd_and_lora_slots():
     model = head_model()
     with pytest.raises(ValueError, match="draft-verify"):
         ptp.generate(model, [1, 2, 3], 4, method="pqd")
-    with pytest.raises(ValueError, match="o-ptp layout"):
-        ptp.PTPModel.from_teacher(tiny_teacher("llama"), mode="c-ptp", drafter="head")
+    assert model.default_method == "draft-verify"
 
 
 def _row(model, prompt_len=6, new=20, seed=3):
@@ -70,9 +69,10 @@ def _row(model, prompt_len=6, new=20, seed=3):
 
 
 @pytest.mark.parametrize("vocab", [0, 24])
-def test_training_windows_see_what_decoding_sees(vocab):
+@pytest.mark.parametrize("mode", ["o-ptp", "c-ptp"])
+def test_training_windows_see_what_decoding_sees(vocab, mode):
     """A training window's slot logits equal the decoding head call's at the same context and u's."""
-    model = head_model(vocab=vocab, window=4)
+    model = head_model(vocab=vocab, window=4, mode=mode)
     row = _row(model)
     starts = torch.tensor([7, 9, 12])
     z = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
@@ -81,6 +81,8 @@ def test_training_windows_see_what_decoding_sees(vocab):
         for n, s in enumerate(starts.tolist()):
             left, right = row.left[s : s + 4], row.right[s : s + 4]
             u = left + z[n] * (right - left)
+            if mode == "c-ptp":  # slot j carries u_{s+j-1}, slot 0 a constant
+                u = torch.cat([torch.tensor([0.5]), u[:-1]])
             logits = head_draft(model, model.head.new_cache(), row.features[: s - 1].float(),
                                 row.features[s - 2].float(), int(row.tokens[s - 1]), s - 1, u)
             expected = logits[:, model.head.vocab_ids]

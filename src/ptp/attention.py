@@ -1,4 +1,4 @@
-"""Which attention kernel a training run uses, and masks in the form that kernel takes (DESIGN §2).
+"""Which attention kernel a training run uses, and masks in the form that kernel takes.
 
 Every mask in ptp is built as a dense bool tensor [B, 1, Q, K] (True = may attend): the reference
 semantics, and what the tests compare against. ``mask_for`` hands it to the model in the form its

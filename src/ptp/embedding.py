@@ -1,6 +1,6 @@
 """u-embeddings: the input vector of a u-slot, a function of the auxiliary u in [0, 1).
 
-At a u-slot ``u_embed(u)`` replaces the token embedding (DESIGN §2). Every feature map is followed
+At a u-slot ``u_embed(u)`` replaces the token embedding. Every feature map is followed
 by a learned affine map to the hidden size. Registry keys: ``binary`` (the paper's choice: the
 float32 bit pattern of u, MSB first), ``arith`` (the binary expansion of u, the paper's ``[ar]``
 features), ``cosine`` (cos(j·pi·u), j = 1..n) and ``interp`` (linear

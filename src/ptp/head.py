@@ -104,9 +104,25 @@ class FeatureHead(nn.Module):
             self.fuse.weight[:, :hidden] = torch.eye(hidden)
             self.fuse.bias.zero_()
         self.body = LlamaModel(head_body_config(teacher.config, cfg))
+        self._init_from_teacher(teacher)
         # Frozen views of the teacher, not saved with the head (see ``bind``).
         self._teacher = [teacher]  # a list: not a submodule, so not in this module's state_dict
         self.bind(teacher)
+
+    @torch.no_grad()
+    def _init_from_teacher(self, teacher: PreTrainedModel) -> None:
+        """Start from the teacher's last decoder layers and final norm where the shapes agree (Llama-like
+        teachers): the head then begins near "one more step of the teacher" instead of at random."""
+        layers = getattr(teacher.base_model, "layers", None)
+        if layers is not None and len(layers) >= len(self.body.layers):
+            for mine, theirs in zip(self.body.layers, layers[-len(self.body.layers):], strict=True):
+                ours, src = mine.state_dict(), theirs.state_dict()
+                if ours.keys() == src.keys() and all(ours[k].shape == src[k].shape for k in ours):
+                    mine.load_state_dict(src)
+        norm = getattr(teacher.base_model, "norm", None)
+        if norm is not None and getattr(norm, "weight", None) is not None:
+            if norm.weight.shape == self.body.norm.weight.shape:
+                self.body.norm.weight.copy_(norm.weight)
 
     def bind(self, teacher: PreTrainedModel) -> None:
         """Take the draft rows of the teacher's output embedding (after loading ``vocab_ids``)."""

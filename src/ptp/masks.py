@@ -1,4 +1,4 @@
-"""Attention masks and position ids for decoding calls (DESIGN §2).
+"""Attention masks and position ids for decoding calls.
 
 A decoding call on top of a KV cache of C entries holds, in this order:
 - the verify window: the pending token (last verified, not yet cached) and m unverified drafts,
@@ -53,7 +53,7 @@ def step_positions(cache_len: int, window_len: int, group_sizes: list[int], slot
     return torch.cat(parts)[None]
 
 
-# -- training masks (issue 3) -----------------------------------------------------------------------
+# -- training masks --------------------------------------------------------------------------------
 # A packed training row holds several documents; doc_ids [B, S] names each token's document
 # (PAD_DOC for padding). A *window* n starts at row index s_n: its u-slot j is query (n, j).
 
@@ -84,7 +84,7 @@ def window_mask(
     """Mask [B, 1, Q, S + K] for u-slot queries on top of the S context tokens and K slot keys.
 
     Slot (n, j) sees the context tokens of its window's document before s_n and the slots (n, j')
-    with j' <= j of its own window; windows never see each other (DESIGN §2). The slot layout is
+    with j' <= j of its own window; windows never see each other. The slot layout is
     the same for every row, so it is given once as (window, index) vectors.
     """
     q_win, q_idx = query_slots

@@ -70,8 +70,6 @@ class PTPConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.drafter not in DRAFTERS:
             raise ValueError(f"drafter must be one of {DRAFTERS}, got {self.drafter!r}")
-        if self.drafter == "head" and self.mode == "c-ptp":
-            raise ValueError("the feature head drafts in the o-ptp layout (mode o-ptp or mtp)")
         if self.first_slot_token and self.mode == "c-ptp":
             raise ValueError("first_slot_token needs mode o-ptp or mtp (a C-PTP slot does not sit on the "
                              "position of the token before it)")

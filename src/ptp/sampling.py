@@ -1,4 +1,4 @@
-"""The sampling math every part of ptp agrees on (DESIGN §1).
+"""The sampling math every part of ptp agrees on.
 
 Terms and notation (the paper's):
 - z: raw logits of one position, shape [..., V].

@@ -1,1 +1,1 @@
-"""Side-by-side benchmarks of decoding methods (DESIGN §5)."""
+"""Side-by-side benchmarks of decoding methods: same process, same prompts, interleaved, reported as ratios."""

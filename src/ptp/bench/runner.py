@@ -26,7 +26,7 @@ TURN_SEED_STRIDE = 1_000_000  # turn t of prompt i samples with u-stream seed + 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What to benchmark; defaults follow DESIGN §5."""
+    """What to benchmark; defaults: both samplings of the paper's benchmark protocol."""
 
     model_dir: str  # PTP checkpoint (the teacher is loaded from it)
     prompts: tuple[BenchPrompt, ...]  # tokenised prompts; (id, token ids) pairs are accepted too

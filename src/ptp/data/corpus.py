@@ -1,6 +1,6 @@
 """The Python-code corpus: the interpreter's standard library plus installed packages' .py sources.
 
-Why (DESIGN §4): the stdlib alone is a few million tokens and a teacher memorises it; the sources of
+Why: the stdlib alone is a few million tokens and a teacher memorises it; the sources of
 the project's own dependencies add tens of millions of tokens of real code nobody here wrote.
 
 Terms:

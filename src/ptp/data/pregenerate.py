@@ -2,7 +2,7 @@
 
 Each row is prompt + completion (``prompt_len`` = prompt length). Completion j of prompt i is sampled
 with its own u-stream, seed ``row_seed(seed, i, j)``: new token g is ``pick(u_g, process(z_g, sampling))``,
-the same sampler every decoding method uses (DESIGN §1), so a row is a deterministic function of the
+the same sampler every decoding method uses, so a row is a deterministic function of the
 arguments and does not depend on which other rows share its batch.
 
 Resumability: prompts are processed in chunks of ``prompts_per_shard``; each chunk becomes exactly one

@@ -5,7 +5,7 @@ A_j = c_0 ⋯ c_{j-1} (1 - c_j) (A_m = c_0 ⋯ c_{m-1}). A group that yields e d
 E[min(C, e)] tokens to the call after next, where C is the drafter's leading-correct count (its
 validation histogram). The marginal value of the e-th draft is P(C >= e), which falls with e, so
 adding slots greedily by A_j · P(C >= e) per slot maximises sum_j A_j E[min(C, e_j)] exactly.
-(The reference used the heuristic sum_{n<=b} n·h(n) instead; see reference notes §7.2.)
+(The paper's code used the heuristic sum_{n<=b} n·h(n) instead.)
 """
 
 from __future__ import annotations

@@ -34,6 +34,16 @@ from ptp.sampling import SamplingConfig, pick, process
 from ptp.ustream import UStream
 
 
+class _ZeroStream:
+    """A u-stream of zeros: what a drafter is asked for under greedy decoding (see ``_head_step``)."""
+
+    def take(self, start: int, n: int) -> torch.Tensor:
+        return torch.zeros(n)
+
+
+ZERO_STREAM = _ZeroStream()
+
+
 @dataclass
 class _State:
     """Mutable decoding state of one request (never shared between requests)."""
@@ -76,14 +86,18 @@ def _head_step(s: _State) -> tuple[Verdict, int]:
     slots = min(s.cfg.draft_len or s.model.cfg.window, s.room(s.cache_len + 1))
     drafts: list[int] = []
     if slots:
-        u = s.ustream.take(n, slots)
+        ustream = s.ustream
         if s.sampling.greedy and s.model.cfg.sampling.order != "id":
             # Greedy takes the most likely token at every step: u = 0 under a most-likely-first layout,
             # so the drafter (trained at a temperature) is asked for exactly that chain.
-            u = torch.zeros_like(u)
+            ustream = ZERO_STREAM
+        if s.model.cfg.slot_sees_own_u:  # o-ptp / mtp: slot j carries u_{n+j} and predicts token n+j
+            u, anchor = ustream.take(n, slots), n
+        else:  # c-ptp: slot j carries u_{n+j-1} (slot 0 a constant) and its distribution is picked with u_{n+j}
+            u, anchor = torch.cat([torch.full((1,), 0.5), ustream.take(n, slots - 1)]), n - 1
         logits = head_draft(s.model, s.head_cache, s.head_features, s.head_last, s.context[-1], s.cache_len, u)
         s.head_features = s.head_features[:0]
-        drafts = s.drafter.propose(logits, n, s.context, s.ustream).tokens.tolist()
+        drafts = s.drafter.propose(logits, anchor, s.context, ustream).tokens.tolist()
     verifier = run_call(s.model, s.cache, [s.context[-1], *drafts], [], n, s.ustream)
     verdict = verify(verifier.window, drafts, s.ustream.take(n, len(drafts) + 1), s.sampling)
     # The pending token and the accepted drafts enter the teacher's cache: their features join the head's.

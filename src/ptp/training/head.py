@@ -11,6 +11,11 @@ drafter's full teacher forward and backward per slot.
 Validation reports, on held-out rows with fixed windows and u's, the loss, each slot's accuracy and
 ``mat``: 1 + the mean leading run of right drafts in full windows, i.e. the tokens per teacher call
 that draft-verify would reach with these drafts.
+
+Mode ``c-ptp`` distils instead: slot j sees u up to s+j-1 and outputs a distribution over the draft
+vocabulary, trained towards the teacher's full processed distribution of token s+j (computed from
+the stored feature at s+j-1 with the teacher's own lm_head rows, so no teacher runs either); its
+draft is pick(u_{s+j}, that distribution), which the teacher accepts when both pick the same token.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch.nn.functional as F
 from ptp.data.features import FeatureRow
 from ptp.head import NO_DRAFT_ID
 from ptp.model import PTPModel
+from ptp.sampling import pick, process
 from ptp.training.checkpoint import latest_checkpoint, load_trainer_state, restore_rng, save_checkpoint
 
 EVAL_CSV = "eval.csv"
@@ -82,11 +88,14 @@ def window_pass(model: PTPModel, row: FeatureRow, starts: torch.Tensor, z: torch
     left, right = row.left[index_c], row.right[index_c]
     u = torch.where(inside, left + z * (right - left), torch.full_like(z, 0.5))
     u = torch.minimum(u, torch.nextafter(right, torch.zeros_like(right))).clamp(0.0, 1.0 - 2**-24)
+    categorical = not model.cfg.slot_sees_own_u
+    # O-PTP: slot j carries u_{s+j}. C-PTP: u_{s+j-1} (slot 0 a constant: the token before it is known).
+    slot_u = torch.cat([torch.full_like(u[:, :1], 0.5), u[:, :-1]], 1) if categorical else u
     ctx = head.embed_context(row.features[:ctx_len].to(device).float())  # [C, H]
     features = row.features.to(device).float()
     last = torch.where((starts >= 2)[:, None].to(device), features[(starts - 2).clamp(min=0)],
                        torch.zeros_like(features[:1]))  # [N, H] feature of token s - 2 (zeros if none)
-    slots = head.embed_slots(model.slot_u(u.to(device)), row.tokens[starts - 1].to(device), last)  # [N, L, H]
+    slots = head.embed_slots(model.slot_u(slot_u.to(device)), row.tokens[starts - 1].to(device), last)  # [N, L, H]
     embeds = torch.cat([ctx, slots.reshape(n * window, -1)])[None]
     positions = torch.cat([torch.arange(ctx_len), (index - 1).reshape(-1)]).to(device)[None]
     q = ctx_len + n * window
@@ -100,9 +109,21 @@ def window_pass(model: PTPModel, row: FeatureRow, starts: torch.Tensor, z: torch
     logits = head.draft_logits(hidden)  # [N L, K]
     targets = head.draft_index[row.tokens[index_c].to(device)].reshape(-1)
     targets = torch.where(inside.reshape(-1).to(device), targets, torch.full_like(targets, NO_DRAFT_ID))
-    loss_sum = F.cross_entropy(logits, targets, ignore_index=NO_DRAFT_ID, reduction="sum")
     valid = (targets != NO_DRAFT_ID).reshape(n, window)
-    correct = (logits.argmax(-1) == targets).reshape(n, window) & valid
+    if categorical:
+        # Distillation: the teacher's processed distribution of token s+j (from its stored feature at
+        # s+j-1, over the draft vocabulary) is the target; the draft is pick(u_{s+j}, head's distribution).
+        with torch.no_grad():
+            teacher = process(features[index_c - 1].reshape(n * window, -1) @ head.draft_weight.T, model.cfg.sampling)
+        log_q = torch.log_softmax(logits, -1)
+        per_slot = -(teacher * log_q.clamp(min=-1e4)).sum(-1)  # soft cross-entropy
+        loss_sum = (per_slot * inside.reshape(-1).to(device)).sum()
+        picked = pick(u.reshape(-1).to(device), log_q.detach().exp(), model.cfg.sampling.order)
+        correct = (picked == targets).reshape(n, window) & valid
+        valid = inside.to(device)
+    else:
+        loss_sum = F.cross_entropy(logits, targets, ignore_index=NO_DRAFT_ID, reduction="sum")
+        correct = (logits.argmax(-1) == targets).reshape(n, window) & valid
     return WindowResult(loss_sum, valid, correct, (starts + window <= size).to(device), logits.reshape(n, window, -1))
 
 

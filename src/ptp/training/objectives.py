@@ -1,6 +1,6 @@
 """The PTP training step: one teacher pass, u's inside the teacher intervals, one pass over all windows.
 
-Objectives (``OBJECTIVES``; DESIGN §1):
+Objectives (``OBJECTIVES``; the math is in ptp.sampling):
 - ``o-ptp``: slots see their own u; cross-entropy on the teacher's tokens.
 - ``mtp``: the same with u replaced by a constant (the model's mode does that): the control.
 - ``c-ptp``: slots see u's up to their own position; KL(Q_{k} || P) to the teacher's processed

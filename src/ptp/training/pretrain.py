@@ -1,4 +1,4 @@
-"""Pretraining a teacher from scratch: a plain Llama (DESIGN §4) with next-token loss on document shards.
+"""Pretraining a teacher from scratch: a plain Llama with next-token loss on document shards.
 
 Plain Llama so that other speculative-decoding code runs against it unchanged: untied lm_head,
 RoPE theta 10000, no attention or MLP bias, head_dim = hidden / heads, a standard ``save_pretrained``
@@ -43,7 +43,7 @@ class TeacherConfig:
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        # The bundled teacher keeps >= 8 layers (DESIGN §4, the presets); smaller models are allowed
+        # The bundled teacher keeps >= 8 layers (a shallower one cannot carry the chained sampling a slot must simulate); smaller models are allowed
         # because the same command trains the separate draft model of the sps baseline.
         if self.layers < 1:
             raise ValueError(f"layers must be >= 1, got {self.layers}")

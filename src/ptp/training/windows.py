@@ -1,6 +1,6 @@
 """Training windows over packed rows: where they start, which token each u-slot targets, which u it carries.
 
-Notation (DESIGN §1-2, the decoding conventions of ptp.decoding):
+Notation (the decoding conventions of ptp.decoding):
 - A window of L u-slots starts at row index s (its first token t_s, a predictable token). Slot j
   carries u_{s+j}.
 - O-PTP / MTP (``shift`` 0): slot j sits at position id pos(s) + j - 1 and predicts t_{s+j}.
