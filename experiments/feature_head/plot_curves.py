@@ -9,12 +9,13 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 out, runs = sys.argv[1], [a.split("=", 1) for a in sys.argv[2:]]
 fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
 for label, run in runs:
-    rows = list(csv.DictReader(open(f"{run}/eval.csv")))
+    with open(f"{run}/eval.csv") as handle:
+        rows = list(csv.DictReader(handle))
     hours = [float(r["cpu_seconds"]) / 3600 for r in rows]
     left.plot(hours, [float(r["mat"]) for r in rows], marker="o", label=label)
     right.plot(hours, [float(r["acc_0"]) for r in rows], marker="o", label=label)

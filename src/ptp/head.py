@@ -120,9 +120,9 @@ class FeatureHead(nn.Module):
                 if ours.keys() == src.keys() and all(ours[k].shape == src[k].shape for k in ours):
                     mine.load_state_dict(src)
         norm = getattr(teacher.base_model, "norm", None)
-        if norm is not None and getattr(norm, "weight", None) is not None:
-            if norm.weight.shape == self.body.norm.weight.shape:
-                self.body.norm.weight.copy_(norm.weight)
+        weight = getattr(norm, "weight", None)
+        if weight is not None and weight.shape == self.body.norm.weight.shape:
+            self.body.norm.weight.copy_(weight)
 
     def bind(self, teacher: PreTrainedModel) -> None:
         """Take the draft rows of the teacher's output embedding (after loading ``vocab_ids``)."""
