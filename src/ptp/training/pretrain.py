@@ -44,7 +44,8 @@ class TeacherConfig:
 
     def __post_init__(self) -> None:
         # A teacher for PTP should keep >= 8 layers (a shallower one cannot carry the chained sampling a
-        # slot must simulate); smaller models are allowed because the same command trains the separate draft model of the sps baseline.
+        # slot must simulate); smaller models are allowed because the same command trains the separate
+        # draft model of the sps baseline.
         if self.layers < 1:
             raise ValueError(f"layers must be >= 1, got {self.layers}")
         if self.hidden_size % self.heads or self.heads % self.kv_heads:
