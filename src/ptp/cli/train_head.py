@@ -27,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", nargs="+", required=True, help="`ptp features` directories")
     p.add_argument("--out", required=True, help="run directory (checkpoints, eval.csv)")
     p.add_argument("--teacher", default=None, help="the teacher the features came from (default: SmolLM2)")
-    p.add_argument("--mode", default="o-ptp", choices=("o-ptp", "mtp"), help="mtp = the u-blind control")
+    p.add_argument("--mode", default="o-ptp", choices=("o-ptp", "c-ptp", "mtp"),
+                   help="o-ptp: argmax drafts from u; c-ptp: distilled distributions picked with u; mtp: the "
+                        "u-blind control")
     p.add_argument("--layers", type=int, default=h.layers, help="decoder layers of the head")
     p.add_argument("--draft-vocab", type=int, default=h.draft_vocab, help="draft vocabulary size (0 = all)")
     p.add_argument("--window", type=int, default=8, help="u-slots per window (the longest draft)")
