@@ -3,6 +3,10 @@
 Each subcommand is one module in this package defining ``NAME``, ``HELP``, ``add_arguments(parser)``
 and ``run(args) -> int``; modules are discovered automatically. Library code never parses
 arguments or prints.
+
+Building the parser imports no torch, transformers, pyarrow or numpy (``ptp --help`` and argument
+errors answer at once): subcommand modules import those inside ``run``, and the library defaults
+their help shows are copied into ``ptp.cli.defaults`` (tested equal to the library's).
 """
 
 from __future__ import annotations
@@ -11,16 +15,17 @@ import argparse
 import importlib
 import pkgutil
 import sys
-
-import torch
+from pathlib import PurePath
 
 from ptp.cli.common import Formatter
+
+HELPERS = ("common", "defaults")  # modules of this package that are not subcommands
 
 
 def _subcommands() -> dict:
     found = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_") or info.name == "common":
+        if info.name.startswith("_") or info.name in HELPERS:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         found[module.NAME] = module
@@ -44,6 +49,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 def main(argv: list[str] | None = None) -> int:
     parser, commands = build_parser()
     args = parser.parse_args(argv)
+    import torch  # only now: a command runs
+    from safetensors import SafetensorError
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file "Loading weights" bars drown our own output
@@ -54,6 +61,28 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # bad input: a clear message, no traceback
         print(f"ptp {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except SafetensorError as err:  # a weights file that is not valid safetensors (truncated, overwritten)
+        name = _safetensors_file(err) or "a .safetensors weights file"
+        print(f"ptp {args.command}: error: cannot load {name}: it is corrupt or truncated ({err})", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file missing, unreadable or unwritable (transformers reports these as OSError too)
+        if isinstance(err, BrokenPipeError):  # stdout closed early (`| head`): not an input error
+            raise
+        print(f"ptp {args.command}: error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"ptp {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _safetensors_file(err: BaseException) -> str | None:
+    """The .safetensors path the failing call was reading: SafetensorError does not name the file, but a
+    local variable of the innermost Python frame that had one does (best effort; None if none did)."""
+    found = None
+    tb = err.__traceback__
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, str | PurePath) and str(value).endswith(".safetensors"):
+                found = str(value)
+        tb = tb.tb_next
+    return found

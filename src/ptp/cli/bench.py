@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ptp.cli.common import tokenizer_dir
-from ptp.sampling import SamplingConfig
+from ptp.cli.defaults import BENCH_METHODS
 
 if TYPE_CHECKING:
     from ptp.bench.prompts import BenchPrompt, ChatTemplate
+    from ptp.sampling import SamplingConfig
 
 NAME = "bench"
 HELP = "benchmark decoding methods side by side (JSON + Markdown + plots)"
@@ -41,6 +42,8 @@ HELP = "benchmark decoding methods side by side (JSON + Markdown + plots)"
 
 def parse_sampling(text: str) -> SamplingConfig:
     """'greedy' or 'T,K,P' (e.g. 0.7,50,0.95)."""
+    from ptp.sampling import SamplingConfig
+
     if text == "greedy":
         return SamplingConfig(temperature=0)
     parts = text.split(",")
@@ -53,14 +56,12 @@ def parse_sampling(text: str) -> SamplingConfig:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ptp.bench.runner import ALL_METHODS
-
     p.add_argument("--model", default=None, help="PTP checkpoint directory (default: the bundled model)")
     p.add_argument("--prompts", default=None,
                    help="Spec-Bench questions or a JSONL of {id, prompt}, told apart by the first line "
                         "(default: the model's prompts.jsonl)")
-    p.add_argument("--methods", nargs="+", default=None, choices=ALL_METHODS, metavar="METHOD",
-                   help=f"any of {', '.join(ALL_METHODS)} (default: ar-hf ar draft-verify pqd pld; a feature-head "
+    p.add_argument("--methods", nargs="+", default=None, choices=BENCH_METHODS, metavar="METHOD",
+                   help=f"any of {', '.join(BENCH_METHODS)} (default: ar-hf ar draft-verify pqd pld; a feature-head "
                         "drafter has no pqd)")
     p.add_argument("--max-new-tokens", type=int, default=128, help="tokens generated per prompt and method")
     p.add_argument("--sampling", type=parse_sampling, action="append", default=None,
@@ -141,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True, emoji=False, highlight=False)  # ids like file.py:100:name stay text
     model_dir = args.model or str(default_model_dir())
+    if not (Path(model_dir) / "ptp_config.json").is_file():  # before the tokenizer search names a side issue
+        raise ValueError(f"{model_dir} is not a ptp checkpoint: ptp_config.json is missing")
     prompts_path = args.prompts or str(Path(model_dir) / "prompts.jsonl")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []

@@ -1,13 +1,31 @@
-"""Argument helpers shared by the subcommands."""
+"""Argument helpers shared by the subcommands (light: importing this module imports no torch)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ptp.checkpoint import tokenizer_dir
-from ptp.sampling import SamplingConfig
+if TYPE_CHECKING:
+    from ptp.sampling import SamplingConfig
 
-__all__ = ["Formatter", "add_sampling_args", "prompt_ids", "sampling_from_args", "tokenizer_dir"]
+__all__ = [
+    "Formatter",
+    "add_sampling_args",
+    "non_negative_int",
+    "nonblank_text",
+    "positive_int",
+    "prompt_ids",
+    "sampling_from_args",
+    "tokenizer_dir",
+]
+
+
+def tokenizer_dir(model_dir: str | Path) -> str:
+    """``ptp.checkpoint.tokenizer_dir``, imported on first call (it imports torch)."""
+    from ptp.checkpoint import tokenizer_dir as find
+
+    return find(model_dir)
 
 
 def prompt_ids(tokenizer, text: str, chat: bool = True) -> list[int]:
@@ -29,8 +47,43 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    value = _whole_number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str, limit: int | None = None) -> int:
+    """argparse type: a whole number >= 0 (and below ``limit`` if given)."""
+    value = _whole_number(text)
+    if value < 0 or (limit is not None and value >= limit):
+        bound = f"in [0, {limit - 1}]" if limit is not None else ">= 0"
+        raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+    return value
+
+
+def nonblank_text(text: str) -> str:
+    """argparse type: text with at least one character that is not whitespace."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty" if not text else "is only whitespace")
+    return text
+
+
 def add_sampling_args(parser: argparse.ArgumentParser, defaults: SamplingConfig | None = None) -> None:
-    """--temperature/--top-k/--top-p; without defaults, unset flags mean "the model's stored config"."""
+    """--temperature/--top-k/--top-p; without defaults, unset flags mean "the model's stored config".
+
+    ``defaults`` needs only ``temperature``, ``top_k`` and ``top_p`` attributes (a SamplingConfig or a
+    namespace of literals, so that building the parser imports no torch).
+    """
     group = parser.add_argument_group("sampling")
     d = defaults
     group.add_argument("--temperature", type=float, default=d.temperature if d else None,
@@ -41,6 +94,8 @@ def add_sampling_args(parser: argparse.ArgumentParser, defaults: SamplingConfig 
 
 def sampling_from_args(args: argparse.Namespace, fallback: SamplingConfig) -> SamplingConfig:
     """A SamplingConfig from the parsed flags, taking unset ones (and the CDF order) from ``fallback``."""
+    from ptp.sampling import SamplingConfig
+
     return SamplingConfig(
         temperature=fallback.temperature if args.temperature is None else args.temperature,
         top_k=fallback.top_k if args.top_k is None else args.top_k,

@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from ptp.data.corpus import DEFAULT_PACKAGES, SPLITS, CorpusConfig, build_corpus
+from ptp.cli.defaults import CORPUS, CORPUS_PACKAGES
 
 NAME = "corpus"
 HELP = "build the Python-code corpus (stdlib + installed packages)"
@@ -19,18 +19,20 @@ HELP = "build the Python-code corpus (stdlib + installed packages)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="data/corpus", help="output directory")
-    p.add_argument("--packages", default=",".join(DEFAULT_PACKAGES),
+    p.add_argument("--packages", default=",".join(CORPUS_PACKAGES),
                    help="comma-separated import names of installed packages to include ('' for none)")
     p.add_argument("--no-stdlib", action="store_true", help="leave out the interpreter's standard library")
     p.add_argument("--require-packages", action="store_true", help="fail if a listed package is not installed")
     p.add_argument("--split", default="0.96,0.02,0.02", help="train,val,test fractions (by hash of file path)")
-    p.add_argument("--max-file-bytes", type=int, default=CorpusConfig.max_file_bytes, help="skip larger files")
-    p.add_argument("--max-heldout-overlap", type=float, default=CorpusConfig.max_heldout_overlap,
+    p.add_argument("--max-file-bytes", type=int, default=CORPUS.max_file_bytes, help="skip larger files")
+    p.add_argument("--max-heldout-overlap", type=float, default=CORPUS.max_heldout_overlap,
                    help="val/test files with more of their 3-line windows found in train move to train (1 = off)")
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing corpus directory")
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
+    from ptp.data.corpus import SPLITS
+
     try:
         values = tuple(float(x) for x in text.split(","))
     except ValueError as err:
@@ -42,6 +44,8 @@ def _fractions(text: str) -> tuple[float, float, float]:
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    from ptp.data.corpus import CorpusConfig, build_corpus
 
     cfg = CorpusConfig(packages=tuple(x.strip() for x in args.packages.split(",") if x.strip()),
                        include_stdlib=not args.no_stdlib, require_packages=args.require_packages,

@@ -15,16 +15,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from ptp.cli.common import add_sampling_args, sampling_from_args
+from ptp.cli.defaults import PREGEN, ROWS_PER_SHARD
 from ptp.cli.tokenizer import add_document_args, document_source
-from ptp.data.pregenerate import PregenConfig
-from ptp.data.shards import DEFAULT_ROWS_PER_SHARD
-from ptp.sampling import SamplingConfig
 
 NAME = "pregenerate"
 HELP = "sample teacher completions (or tokenize documents) into token shards"
-DEFAULT_SAMPLING = SamplingConfig(temperature=0.7, top_k=50, top_p=0.95)  # the benchmark setting (issue 4)
+DEFAULT_SAMPLING = SimpleNamespace(temperature=0.7, top_k=50, top_p=0.95)  # the benchmark setting (issue 4)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,10 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-prompt-tokens", type=int, default=512, help="JSONL prompts keep their last N tokens")
     g.add_argument("--prompt-tokens", type=int, default=128, help="shard prompts: context length")
     g.add_argument("--max-prompts", type=int, default=10_000, help="shard prompts: how many contexts")
-    g.add_argument("--completions", type=int, default=PregenConfig.completions_per_prompt, help="per prompt")
-    g.add_argument("--max-new-tokens", type=int, default=PregenConfig.max_new_tokens, help="completion length")
-    g.add_argument("--batch-size", type=int, default=PregenConfig.batch_size, help="rows per teacher forward")
-    g.add_argument("--prompts-per-shard", type=int, default=PregenConfig.prompts_per_shard,
+    g.add_argument("--completions", type=int, default=PREGEN.completions_per_prompt, help="per prompt")
+    g.add_argument("--max-new-tokens", type=int, default=PREGEN.max_new_tokens, help="completion length")
+    g.add_argument("--batch-size", type=int, default=PREGEN.batch_size, help="rows per teacher forward")
+    g.add_argument("--prompts-per-shard", type=int, default=PREGEN.prompts_per_shard,
                    help="prompts per shard (and per resume point)")
     g.add_argument("--seed", type=int, default=0, help="base seed of the per-row u-streams")
     g.add_argument("--no-stop-at-eos", action="store_true", help="always sample --max-new-tokens tokens")
@@ -50,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="teacher weights dtype")
     add_sampling_args(p, DEFAULT_SAMPLING)
     add_document_args(p)
-    p.add_argument("--rows-per-shard", type=int, default=DEFAULT_ROWS_PER_SHARD, help="documents per shard")
+    p.add_argument("--rows-per-shard", type=int, default=ROWS_PER_SHARD, help="documents per shard")
     p.add_argument("--no-shuffle", action="store_true",
                    help="documents: keep the source order (default: shuffle in memory, seeded by --seed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -101,12 +100,14 @@ def _run_teacher(args: argparse.Namespace, tokenizer) -> int:
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM
 
-    from ptp.data.pregenerate import pregenerate
+    from ptp.data.pregenerate import PregenConfig, pregenerate
+    from ptp.sampling import SamplingConfig
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = AutoModelForCausalLM.from_pretrained(args.teacher, dtype=getattr(torch, args.dtype)).to(device)
     prompts = _load_prompts(args, tokenizer)
-    cfg = PregenConfig(sampling=sampling_from_args(args, DEFAULT_SAMPLING), completions_per_prompt=args.completions,
+    sampling = sampling_from_args(args, SamplingConfig(**vars(DEFAULT_SAMPLING)))
+    cfg = PregenConfig(sampling=sampling, completions_per_prompt=args.completions,
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                        prompts_per_shard=args.prompts_per_shard, seed=args.seed,
                        eos_token_id=None if args.no_stop_at_eos else tokenizer.eos_token_id)

@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ptp.decoding import METHODS
-from ptp.serve.config import ServeConfig
+from ptp.cli.defaults import DECODE_METHODS, SERVE
 
 NAME = "serve"
 HELP = "serve a PTP model over an OpenAI-compatible HTTP API"
-DEFAULTS = ServeConfig(model_dir="-")  # only read for the --help defaults
+DEFAULTS = SERVE  # ServeConfig's defaults, for --help
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=d.model_name, help="model id clients send ('' = the checkpoint directory's name)")
     p.add_argument("--host", default=d.host, help="interface to listen on (0.0.0.0 exposes the server)")
     p.add_argument("--port", type=int, default=d.port, help="TCP port (0 = any free port)")
-    p.add_argument("--method", default=d.method, choices=METHODS,
+    p.add_argument("--method", default=d.method, choices=DECODE_METHODS,
                    help="decoding method (same text for all; default: the model's fastest)")
     p.add_argument("--slot-budget", type=int, default=d.slot_budget,
                    help="pqd: u-slots per call (default: the model's tuned budget)")
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ptp.bundled import default_model_dir
-    from ptp.serve import build_app, load_model
+    from ptp.serve import ServeConfig, build_app, load_model
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     config = ServeConfig(

@@ -11,9 +11,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ptp.data.documents import FORMATS, DocumentSource, detect_format, iter_documents
-from ptp.data.tokenizer import TokenizerConfig, train_tokenizer
+from ptp.cli.defaults import DOCUMENT_FORMATS, TOKENIZER
+
+if TYPE_CHECKING:
+    from ptp.data.documents import DocumentSource
 
 NAME = "tokenizer"
 HELP = "train a byte-level BPE tokenizer on a corpus"
@@ -22,21 +25,23 @@ HELP = "train a byte-level BPE tokenizer on a corpus"
 def add_document_args(p: argparse.ArgumentParser) -> None:
     """--format/--field/--split/--glob: how to read a document source."""
     g = p.add_argument_group("document source")
-    g.add_argument("--format", default="auto", choices=FORMATS, help="how to read the data path")
+    g.add_argument("--format", default="auto", choices=DOCUMENT_FORMATS, help="how to read the data path")
     g.add_argument("--field", default="text", help="JSONL / HF dataset: the text column")
     g.add_argument("--split", default="train", help="corpus split, or HF DatasetDict split")
     g.add_argument("--glob", default="*.txt", help="text directory: which files are documents")
 
 
 def document_source(path: str, args: argparse.Namespace) -> DocumentSource:
+    from ptp.data.documents import DocumentSource
+
     return DocumentSource(path, format=args.format, field=args.field, split=args.split, glob=args.glob)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="data/corpus", help="training text (corpus directory or document source)")
     p.add_argument("--out", default="data/tokenizer", help="output directory")
-    p.add_argument("--vocab-size", type=int, default=TokenizerConfig.vocab_size, help="including bytes and specials")
-    p.add_argument("--min-frequency", type=int, default=TokenizerConfig.min_frequency, help="least count of a merge")
+    p.add_argument("--vocab-size", type=int, default=TOKENIZER.vocab_size, help="including bytes and specials")
+    p.add_argument("--min-frequency", type=int, default=TOKENIZER.min_frequency, help="least count of a merge")
     p.add_argument("--max-bytes", type=int, default=None, help="read at most this much training text")
     p.add_argument("--no-bos", action="store_true", help="do not prepend <|endoftext|> when encoding")
     add_document_args(p)
@@ -44,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    from ptp.data.documents import detect_format, iter_documents
+    from ptp.data.tokenizer import TokenizerConfig, train_tokenizer
 
     source = document_source(args.data, args)
     fmt = detect_format(args.data) if args.format == "auto" else args.format

@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ptp.cli.defaults import HEAD, HEAD_TRAIN
+
 NAME = "train-head"
 HELP = "train a feature-head drafter on cached teacher features"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ptp.head import HeadConfig
-    from ptp.training.head import HeadTrainConfig
-
-    d, h = HeadTrainConfig(), HeadConfig()
+    d, h = HEAD_TRAIN, HEAD  # HeadTrainConfig's and HeadConfig's defaults
     p.add_argument("--features", nargs="+", required=True, help="`ptp features` directories")
     p.add_argument("--out", required=True, help="run directory (checkpoints, eval.csv)")
     p.add_argument("--teacher", default=None, help="the teacher the features came from (default: SmolLM2)")

@@ -11,19 +11,18 @@ import json
 from pathlib import Path
 
 from ptp.cli.common import add_sampling_args, sampling_from_args, tokenizer_dir
+from ptp.cli.defaults import TUNE_CANDIDATES
 
 NAME = "tune"
 HELP = "measure the fastest PQD slot budget for this machine"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ptp.bench.tune import DEFAULT_CANDIDATES
-
     p.add_argument("--model", default=None, help="PTP checkpoint directory (default: the bundled model)")
     p.add_argument("--prompts", default=None, help="JSONL of {id, prompt} (default: the model's prompts.jsonl)")
     p.add_argument("--num-prompts", type=int, default=4, help="held-out prompts timed per budget")
     p.add_argument("--budgets", type=int, nargs="+", default=None,
-                   help=f"slot budgets to try (default: {' '.join(map(str, DEFAULT_CANDIDATES))}; a feature "
+                   help=f"slot budgets to try (default: {' '.join(map(str, TUNE_CANDIDATES))}; a feature "
                         "head: draft lengths 1..window)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu or cuda[:N]")
