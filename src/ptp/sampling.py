@@ -100,14 +100,30 @@ def process(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     return probs
 
 
+def _support(probs: torch.Tensor) -> torch.Tensor | None:
+    """Ascending ids [..., n] holding every token with mass (a row with fewer may hold some zeros), or
+    None when some row has mass everywhere. After top-k only k tokens have mass: working on those
+    instead of the whole vocabulary is exact (zeros add nothing to a sum and sort last) and, for a
+    49k vocabulary, an order of magnitude cheaper."""
+    n = int((probs > 0).sum(-1).max()) if probs.numel() else 0
+    if n == 0 or n >= probs.shape[-1]:
+        return None
+    return torch.topk(probs, n, dim=-1, sorted=False).indices.sort(-1).values
+
+
 def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     """Keep the smallest set of most likely tokens whose mass reaches top_p (never empty); renormalise."""
     # Stable sort so equal probabilities keep id order: the kept set is deterministic.
-    sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)  # [..., V]
+    support = _support(probs)
+    if support is None:
+        sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)  # [..., V]
+    else:  # the same stable order, over the tokens with mass only (support is in ascending id order)
+        sorted_p, position = torch.sort(probs.gather(-1, support), dim=-1, descending=True, stable=True)
+        order = support.gather(-1, position)  # [..., n]
     mass_before = sorted_p.cumsum(-1) - sorted_p  # mass of strictly more likely tokens
     keep_sorted = mass_before < top_p
     keep_sorted[..., 0] = True
-    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    keep = torch.zeros(probs.shape, dtype=torch.bool, device=probs.device).scatter(-1, order, keep_sorted)
     kept = probs * keep
     return kept / kept.sum(-1, keepdim=True)
 
@@ -129,9 +145,25 @@ def _check_order(order: str) -> None:
         raise ValueError(f"order must be one of {CDF_ORDERS}, got {order!r}")
 
 
-def _layout(probs: torch.Tensor, order: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(probs in CDF order [..., V], token id at each CDF position [..., V] or None for id order)."""
+def _layout(probs: torch.Tensor, order: str, compact: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(probs in CDF order [..., V], token id at each CDF position [..., V] or None for id order).
+
+    ``compact``: lay out only the tokens with mass (``_support``), giving [..., n]; the CDF values at
+    those tokens are the same (zero-mass tokens own empty intervals), so ``pick`` is unchanged.
+    """
     _check_order(order)
+    support = _support(probs) if compact else None
+    if support is not None:
+        laid = probs.gather(-1, support)  # [..., n] in ascending id order
+        if order == "id":
+            return laid, support
+        if order == "sorted":
+            position = torch.sort(laid, dim=-1, descending=True, stable=True).indices
+            return laid.gather(-1, position), support.gather(-1, position)
+        top = laid.argmax(-1, keepdim=True)  # first maximum in ascending id order: the lowest id, as below
+        rest = torch.arange(laid.shape[-1] - 1, device=probs.device)
+        position = torch.cat([top, rest + (rest >= top)], -1)
+        return laid.gather(-1, position), support.gather(-1, position)
     if order == "id":
         return probs, None
     if order == "sorted":
@@ -152,8 +184,8 @@ def pick(u: torch.Tensor | float, probs: torch.Tensor, order: str = "id") -> tor
     """
     u = torch.as_tensor(u, device=probs.device)
     _check_u(u)
-    laid, ids = _layout(probs, order)
-    cdf = laid.cumsum(-1)  # [..., V]
+    laid, ids = _layout(probs, order, compact=True)
+    cdf = laid.cumsum(-1)  # [..., V] (or [..., n]: the tokens with mass)
     u = u.to(cdf.dtype).unsqueeze(-1)  # [..., 1]
     index = (cdf <= u).sum(-1)  # count of positions with F <= u == first position with F > u
     index = torch.minimum(index, _last_positive(laid))
