@@ -150,3 +150,21 @@ def test_corrupt_teacher_weights_are_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"ptp generate: error: cannot load {weights}: it is corrupt or truncated (")
     assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_default_threads_leave_cores_for_neighbours():
+    from ptp.cli import default_threads
+
+    assert default_threads({}, cpus=2) == 1  # 2 threads on 2 cores collapse beside a busy process
+    assert default_threads({}, cpus=1) == 1
+    assert default_threads({}, cpus=8) == 4
+    assert default_threads({}, cpus=64) == 4
+    assert default_threads({"OMP_NUM_THREADS": "3"}, cpus=2) == 3  # the user's setting wins
+    assert default_threads({"OMP_NUM_THREADS": "junk"}, cpus=6) == 3
+
+
+def test_threads_below_one_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--threads", "0", "teacher", "--help"])
+    assert exit.value.code == 2
+    assert "--threads" in capsys.readouterr().err

@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="prompt choice and u-stream seed")
     p.add_argument("--max-new-tokens", type=int, default=160, help="completion length unless EOS comes first")
     p.add_argument("--batch-size", type=int, default=32, help="rows per teacher forward")
+    p.add_argument("--order", default="argmax", choices=("id", "argmax", "sorted"),
+                   help="CDF order of the stored u intervals: sample in the order the drafter will read u "
+                        "(train-head's --order) and training needs no relayout")
     add_sampling_args(p, defaults=None)
 
 
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
         ids = ids if isinstance(ids, list) else ids["input_ids"]
         prompts.append(list(ids)[-MAX_PROMPT_TOKENS:])
-    sampling = sampling_from_args(args, SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
+    sampling = sampling_from_args(args, SamplingConfig(temperature=0.7, top_k=50, top_p=0.95, order=args.order))
     cfg = FeatureConfig(sampling=sampling, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                         seed=args.seed, eos_token_id=tokenizer.eos_token_id)
     start = time.perf_counter()

@@ -63,24 +63,31 @@ def run(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    rows = [row for directory in args.features for row in read_features(directory)]
-    samplings = {json_key(feature_manifest(d)["config"]["sampling"]) for d in args.features}
+    manifests = [feature_manifest(d) for d in args.features]  # checked before any shard is read
+    samplings = {json_key({**m["config"]["sampling"], "order": None}) for m in manifests}
     if len(samplings) != 1:
         raise ValueError(f"the feature directories were sampled under different settings: {samplings}")
-    sampling = SamplingConfig.from_dict(feature_manifest(args.features[0])["config"]["sampling"])
-    sampled_order, sampling = sampling.order, replace(sampling, order=args.order)
+    sampling = replace(SamplingConfig.from_dict(manifests[0]["config"]["sampling"]), order=args.order)
+    # Rows keep their directory's CDF order; those sampled in another order are relaid after loading.
+    rows, orders = [], []
+    for directory, manifest in zip(args.features, manifests, strict=True):
+        found = list(read_features(directory))
+        rows += found
+        orders += [SamplingConfig.from_dict(manifest["config"]["sampling"]).order] * len(found)
     if len(rows) <= args.val_rows:
         raise ValueError(f"{len(rows)} rows is too few for {args.val_rows} validation rows")
-    train_rows, val_rows = rows[: -args.val_rows], rows[-args.val_rows :]
-    tokens = sum(r.tokens.numel() - r.prompt_len for r in train_rows)
-    say(f"{len(train_rows)} training rows ({tokens} sampled tokens), {len(val_rows)} validation rows")
     say(f"loading {args.teacher or DEFAULT_TEACHER}")
     from ptp.model import load_teacher
 
     teacher = load_teacher(args.teacher or DEFAULT_TEACHER)
-    if args.order != sampled_order:  # same samples, u's intervals laid out in the drafter's order
-        say(f"recomputing the u intervals in {args.order} order")
-        train_rows, val_rows = relayout(train_rows, teacher, sampling), relayout(val_rows, teacher, sampling)
+    stale = [i for i, order in enumerate(orders) if order != args.order]
+    if stale:  # same samples, u's intervals laid out in the drafter's order
+        say(f"recomputing the u intervals of {len(stale)} rows in {args.order} order")
+        for i, row in zip(stale, relayout([rows[i] for i in stale], teacher, sampling), strict=True):
+            rows[i] = row
+    train_rows, val_rows = rows[: -args.val_rows], rows[-args.val_rows :]
+    tokens = sum(r.tokens.numel() - r.prompt_len for r in train_rows)
+    say(f"{len(train_rows)} training rows ({tokens} sampled tokens), {len(val_rows)} validation rows")
     vocab = int(teacher.get_output_embeddings().weight.shape[0])
     counts = torch.bincount(torch.cat([r.tokens[r.prompt_len:] for r in train_rows]), minlength=vocab)
     head = HeadConfig(layers=args.layers, draft_vocab=args.draft_vocab)
