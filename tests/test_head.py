@@ -175,3 +175,30 @@ def test_training_raises_held_out_mat(tmp_path):
     longer = HeadTrainConfig(**{**train_cfg.__dict__, "steps": 130})
     resumed = train_head(model, train, val, longer, tmp_path / "run", resume=True)
     assert resumed["step"] == 130
+
+
+def test_train_head_cli_mixes_orders_and_continues_from_init(tmp_path):
+    """Feature directories sampled in two CDF orders train together; --init continues a trained head."""
+    from ptp.cli import main
+
+    teacher = tiny_teacher("llama", sharpness=4.0)
+    teacher.save_pretrained(tmp_path / "teacher")
+    gen = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(48, (4,), generator=gen).tolist() for _ in range(12)]
+    for name, order in (("a", "id"), ("b", "argmax")):
+        sampling = ptp.SamplingConfig(temperature=0.7, order=order)
+        write_features(teacher, prompts, FeatureConfig(sampling=sampling, max_new_tokens=12, batch_size=6,
+                                                       seed=len(name + order)), tmp_path / name)
+    common = ["--threads", "1", "train-head", "--features", str(tmp_path / "a"), str(tmp_path / "b"),
+              "--teacher", str(tmp_path / "teacher"), "--val-rows", "4", "--window", "4", "--draft-vocab", "20",
+              "--eval-every", "2", "--rows-per-step", "2", "--windows-per-row", "4"]
+    assert main([*common, "--out", str(tmp_path / "r1"), "--steps", "2"]) == 0
+    first = ptp.PTPModel.from_pretrained(tmp_path / "r1" / "best", teacher=teacher)
+    assert main([*common, "--out", str(tmp_path / "r2"), "--steps", "2", "--lr", "1e-9",
+                 "--init", str(tmp_path / "r1" / "best")]) == 0
+    second = ptp.PTPModel.from_pretrained(tmp_path / "r2" / "best", teacher=teacher)
+    assert torch.equal(second.head.vocab_ids, first.head.vocab_ids)
+    for key, value in first.trainable_state_dict().items():  # a negligible learning rate: the init's weights
+        torch.testing.assert_close(second.trainable_state_dict()[key], value, atol=1e-4, rtol=0)
+    assert main([*common, "--out", str(tmp_path / "r3"), "--mode", "mtp", "--init",
+                 str(tmp_path / "r1" / "best")]) == 2  # a mode the init was not trained in

@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="training randomness")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds (checkpointed)")
     p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
+    p.add_argument("--init", default=None, metavar="DRAFTER_DIR",
+                   help="start from this trained head (its mode, shape, CDF order and draft vocabulary), e.g. "
+                        "to continue on more data; --mode and --order must agree with it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,17 +91,27 @@ def run(args: argparse.Namespace) -> int:
     train_rows, val_rows = rows[: -args.val_rows], rows[-args.val_rows :]
     tokens = sum(r.tokens.numel() - r.prompt_len for r in train_rows)
     say(f"{len(train_rows)} training rows ({tokens} sampled tokens), {len(val_rows)} validation rows")
-    vocab = int(teacher.get_output_embeddings().weight.shape[0])
-    counts = torch.bincount(torch.cat([r.tokens[r.prompt_len:] for r in train_rows]), minlength=vocab)
-    head = HeadConfig(layers=args.layers, draft_vocab=args.draft_vocab)
-    size = args.draft_vocab or vocab
-    eos = teacher.generation_config.eos_token_id
-    eos = [eos] if isinstance(eos, int) else list(eos or [])
-    vocab_ids = frequent_tokens(counts, min(size, vocab), always=eos)
-    covered = float(counts[vocab_ids].sum() / counts.sum())
-    say(f"draft vocabulary: {vocab_ids.numel()} tokens, covering {covered:.2%} of the sampled tokens")
-    model = PTPModel.from_teacher(teacher, mode=args.mode, embedding=args.embedding, sampling=sampling,
-                                  window=args.window, drafter="head", head=head, vocab_ids=vocab_ids)
+    if args.init:
+        model = PTPModel.from_pretrained(args.init, teacher=teacher)
+        if not model.is_head or model.cfg.mode != args.mode or model.cfg.sampling.order != args.order:
+            raise ValueError(f"{args.init} is a {model.cfg.drafter} drafter in mode {model.cfg.mode}, order "
+                             f"{model.cfg.sampling.order}; asked for a head in {args.mode}, {args.order}")
+        if not model.cfg.sampling.same_distribution(sampling):
+            raise ValueError(f"{args.init} was trained for {model.cfg.sampling}, the features were sampled with "
+                             f"{sampling}")
+        say(f"starting from {args.init} (draft vocabulary {model.head.vocab_ids.numel()} tokens)")
+    else:
+        vocab = int(teacher.get_output_embeddings().weight.shape[0])
+        counts = torch.bincount(torch.cat([r.tokens[r.prompt_len:] for r in train_rows]), minlength=vocab)
+        head = HeadConfig(layers=args.layers, draft_vocab=args.draft_vocab)
+        size = args.draft_vocab or vocab
+        eos = teacher.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        vocab_ids = frequent_tokens(counts, min(size, vocab), always=eos)
+        covered = float(counts[vocab_ids].sum() / counts.sum())
+        say(f"draft vocabulary: {vocab_ids.numel()} tokens, covering {covered:.2%} of the sampled tokens")
+        model = PTPModel.from_teacher(teacher, mode=args.mode, embedding=args.embedding, sampling=sampling,
+                                      window=args.window, drafter="head", head=head, vocab_ids=vocab_ids)
     cfg = HeadTrainConfig(steps=args.steps, rows_per_step=args.rows_per_step, windows_per_row=args.windows_per_row,
                           lr=args.lr, z_beta=args.z_beta, eval_every=args.eval_every, seed=args.seed)
     result = train_head(model, train_rows, val_rows, cfg, args.out, resume=args.resume, progress=say,
