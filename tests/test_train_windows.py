@@ -6,7 +6,8 @@ import torch
 from transformers import DynamicCache
 
 import ptp
-from ptp.decoding.step import crop_cache, run_call
+from ptp.cache import crop_cache
+from ptp.decoding.step import run_call
 from ptp.masks import PAD_DOC, document_mask, window_mask
 from ptp.testing import randomize_adapters, tiny_teacher
 from ptp.training.objectives import layout_shift, teacher_pass, window_pass

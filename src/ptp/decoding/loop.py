@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from ptp.cache import crop_cache
 from ptp.decoding.budget import allocate_slots, survival
 from ptp.decoding.drafters import Drafter, PTPDrafter
-from ptp.decoding.step import crop_cache, head_draft, run_call, verify
+from ptp.decoding.step import head_draft, run_call, verify
 from ptp.decoding.stopping import StopChecker
 from ptp.decoding.types import Chunk, DecodeConfig, Draft, GenerateOutput, Verdict
 from ptp.model import PTPModel

@@ -1,8 +1,8 @@
 """One decoding call and its verification.
 
 ``run_call`` runs the network once over [verify window | hypothesis groups] on top of the KV cache;
-``verify`` turns the window's teacher logits into the verified tokens; ``crop_cache`` rolls the cache
-back to the verified prefix.
+``verify`` turns the window's teacher logits into the verified tokens; ``head_draft`` runs a feature
+head's drafting call.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
 
+from ptp.cache import crop_cache
 from ptp.decoding.types import Verdict
 from ptp.masks import step_mask, step_positions
 from ptp.model import NO_TOKEN, PTPModel
@@ -109,9 +109,3 @@ def verify(
     accepted = int((proposed == teacher[:m]).to(torch.int64).cumprod(0).sum())
     return Verdict(accepted=accepted, tokens=teacher[: accepted + 1].tolist())
 
-
-def crop_cache(cache: DynamicCache, length: int) -> None:
-    """Keep the first ``length`` cache entries (transformers 5.x crop takes a negative count)."""
-    current = cache.get_seq_length()
-    if length < current:
-        cache.crop(length - current)

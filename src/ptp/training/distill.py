@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ptp.decoding.step import crop_cache
+from ptp.cache import crop_cache
 from ptp.model import CONFIG_NAME, WEIGHTS_NAME, PTPConfig, PTPModel
 from ptp.sampling import SamplingConfig
 from ptp.training.objectives import (

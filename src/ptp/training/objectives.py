@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from ptp.decoding.step import crop_cache
+from ptp.cache import crop_cache
 from ptp.masks import document_mask, window_mask
 from ptp.model import NO_TOKEN, PTPModel
 from ptp.sampling import SamplingConfig, bin_edges, pick, process, u_in_interval
