@@ -110,7 +110,7 @@ def chat_dir(bench_dir):
     """The tiny checkpoint again, its tokenizer given a chat template."""
     from transformers import AutoTokenizer
 
-    from ptp.checkpoint import tokenizer_dir
+    from ptp.checkpoint_format import tokenizer_dir
 
     out = bench_dir / "chat-model"
     if not out.exists():
@@ -160,7 +160,7 @@ def test_chat_template_builds_the_conversation_and_is_required(bench_dir, chat_d
     from transformers import AutoTokenizer
 
     from ptp.bench.prompts import ChatTemplate, read_questions, tokenise
-    from ptp.checkpoint import tokenizer_dir
+    from ptp.checkpoint_format import tokenizer_dir
 
     spec = write_spec_bench(tmp_path / "q.jsonl")
     _, questions = read_questions(spec)

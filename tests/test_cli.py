@@ -141,6 +141,17 @@ def test_missing_model_directory_is_a_one_line_error(tmp_path, capsys, command):
     assert err == f"ptp {command[0]}: error: {missing} is not a ptp checkpoint: ptp_config.json is missing\n"
 
 
+def test_tune_write_refuses_the_shipped_drafter(capsys):
+    from ptp.bundled import MODEL_DIR
+
+    before = (MODEL_DIR / "ptp_config.json").read_bytes()
+    assert main(["tune", "--write", "--num-prompts", "1"]) == 2  # refused before anything is measured
+    err = capsys.readouterr().err
+    assert err == (f"ptp tune: error: --write needs --model DIR: it does not edit the shipped drafter in {MODEL_DIR}; "
+                   "copy that directory and pass the copy as --model\n")
+    assert (MODEL_DIR / "ptp_config.json").read_bytes() == before
+
+
 def test_corrupt_teacher_weights_are_a_clear_error(tmp_path, capsys):
     path = tmp_path / "model"
     tiny_checkpoint(path)

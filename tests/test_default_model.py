@@ -7,7 +7,7 @@ import torch
 
 import ptp
 from ptp.bundled import MODEL_DIR, MTP_MODEL_DIR, default_model_dir
-from ptp.checkpoint import tokenizer_dir
+from ptp.checkpoint_format import tokenizer_dir
 from ptp.cli.common import prompt_ids
 
 

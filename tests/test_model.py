@@ -5,8 +5,8 @@ import torch
 from transformers import DynamicCache
 
 import ptp
+from ptp.checkpoint_format import CONFIG_NAME, WEIGHTS_NAME
 from ptp.embedding import FEATURE_MAPS, UEmbedding, arith_features, binary_features
-from ptp.model import CONFIG_NAME, WEIGHTS_NAME
 from ptp.testing import FAMILIES, randomize_adapters, tiny_teacher
 
 
@@ -145,6 +145,23 @@ def test_bad_config_json_fails_clearly(saved_teacher, tmp_path):
     (ckpt / CONFIG_NAME).write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         ptp.PTPModel.from_pretrained(ckpt)
+
+
+def test_update_config_validates_and_rewrites_only_valid_changes(saved_teacher, tmp_path):
+    from ptp.checkpoint_format import update_config
+
+    path, _ = saved_teacher("llama")
+    ckpt = tmp_path / "ckpt"
+    ptp.PTPModel.from_teacher(str(path), lora_rank=4).save_pretrained(ckpt)
+    assert update_config(ckpt, slot_budget=3, correct_hist=[0.5, 0.5])["slot_budget"] == 3
+    assert ptp.PTPModel.from_pretrained(ckpt).cfg.slot_budget == 3
+    before = (ckpt / CONFIG_NAME).read_bytes()
+    with pytest.raises(ValueError, match="slot_budget"):
+        update_config(ckpt, slot_budget=0)
+    with pytest.raises(ValueError, match="has no field"):
+        update_config(ckpt, slot_budgett=4)
+    assert (ckpt / CONFIG_NAME).read_bytes() == before
+    assert not list(ckpt.glob("*.tmp"))
 
 
 def test_pickle_files_are_refused(tmp_path):

@@ -17,7 +17,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 import ptp
 from ptp import teachers
-from ptp.checkpoint import tokenizer_dir
+from ptp.checkpoint_format import tokenizer_dir
 from ptp.model import load_teacher
 from ptp.teachers import (
     DEFAULT_TEACHER,

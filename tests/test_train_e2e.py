@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import ptp
-from ptp.checkpoint import fingerprint
+from ptp.checkpoint_format import fingerprint
 from ptp.cli import main as cli_main
 from ptp.data.shards import ShardWriter
 from ptp.sampling import SamplingConfig, pick, process

@@ -14,14 +14,14 @@ from ptp.cli.train import add_config_arguments, config_sections, read_config
 from ptp.data.shards import ShardWriter
 from ptp.testing import launch_processes
 from ptp.training import Callbacks, OptimConfig, PackingConfig, TrainConfig, lr_at, train
-from ptp.training.checkpoint import (
+from ptp.training.packing import DataPosition, SequenceSource, pack
+from ptp.training.run_dir import (
     flatten_optimizer,
     latest_checkpoint,
     load_trainer_state,
     save_checkpoint,
     unflatten_optimizer,
 )
-from ptp.training.packing import DataPosition, SequenceSource, pack
 from ptp.training.types import EvalResult, StepOutput
 
 

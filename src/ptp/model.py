@@ -16,19 +16,26 @@ Terms:
 from __future__ import annotations
 
 import functools
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from ptp.attention import mask_for
-from ptp.checkpoint import fingerprint, mismatch_message
+from ptp.checkpoint_format import (
+    PICKLE_SUFFIXES,
+    TEACHER_SUBDIR,
+    WEIGHTS_NAME,
+    check_teacher,
+    fingerprint,
+    read_config,
+    read_weights,
+    write_config,
+    write_weights,
+)
 from ptp.embedding import FEATURE_MAPS, UEmbedding
 from ptp.head import FeatureHead, HeadConfig
 from ptp.lora import GatedLora, LoraConfig, SlotGate
@@ -39,11 +46,6 @@ MODES = ("o-ptp", "c-ptp", "mtp")
 DRAFTERS = ("lora", "head")  # one network (teacher + gated LoRA) or a feature head over the teacher's features
 CONSTANT_U = 0.5  # the u every slot sees in mtp mode
 NO_TOKEN = -1  # token id given at u-slots that carry no token
-CONFIG_NAME = "ptp_config.json"
-WEIGHTS_NAME = "adapter.safetensors"
-TEACHER_SUBDIR = "teacher"
-FORMAT_VERSION = 1
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -228,16 +230,11 @@ class PTPModel(nn.Module):
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         if storage_dtype is not None:
             tensors = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-        save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+        write_weights(out, tensors)
         if include_teacher:
             self.teacher.save_pretrained(out / TEACHER_SUBDIR)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "ptp": self.cfg.to_dict(),
-            "teacher_fingerprint": self.teacher_fingerprint,
-            "teacher_source": TEACHER_SUBDIR if include_teacher else _source_name(self.teacher),
-        }
-        (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        write_config(out, self.cfg.to_dict(), self.teacher_fingerprint,
+                     TEACHER_SUBDIR if include_teacher else _source_name(self.teacher))
 
     @classmethod
     def from_pretrained(
@@ -247,15 +244,15 @@ class PTPModel(nn.Module):
     ) -> PTPModel:
         """Load a saved PTPModel; the teacher must match the recorded fingerprint exactly."""
         src = Path(directory)
-        meta = _read_config(src)
-        tensors = _read_weights(src)
+        meta = read_config(src)
+        tensors = read_weights(src)
         if teacher is None:
             recorded = meta.get("teacher_source")
             if not recorded:
                 raise ValueError(f"{src} records no teacher: pass teacher=PATH")
             teacher = src / recorded if (src / recorded).exists() else recorded
         teacher_model = load_teacher(teacher)
-        _check_teacher(src, meta, teacher_model)  # before the adapter hooks go onto the teacher
+        check_teacher(src, meta, teacher_model)  # before the adapter hooks go onto the teacher
         model = cls(teacher_model, PTPConfig.from_dict(meta["ptp"]), tensors.get("head.vocab_ids"))
         model._load_trained(src, tensors)
         return model
@@ -267,14 +264,14 @@ class PTPModel(nn.Module):
         LoRA shape and window; this model's config (slot budget, histogram, sampling) is kept.
         """
         src = Path(directory)
-        meta = _read_config(src)
+        meta = read_config(src)
         theirs = PTPConfig.from_dict(meta["ptp"])
         for name in ("mode", "embedding", "lora", "window", "first_slot_token", "drafter", "head"):
             if getattr(theirs, name) != getattr(self.cfg, name):
                 raise ValueError(f"{src} has {name}={getattr(theirs, name)!r}, this model "
                                  f"{getattr(self.cfg, name)!r}")
-        _check_teacher(src, meta, self.teacher)
-        self._load_trained(src, _read_weights(src))
+        check_teacher(src, meta, self.teacher)
+        self._load_trained(src, read_weights(src))
 
     def _load_trained(self, src: Path, tensors: dict[str, torch.Tensor]) -> None:
         expected = self.trainable_state_dict()
@@ -374,37 +371,3 @@ class TeacherOutput:
 def _source_name(teacher: PreTrainedModel) -> str | None:
     name = getattr(teacher.config, "_name_or_path", "") or getattr(teacher, "name_or_path", "")
     return str(name) or None
-
-
-def _check_teacher(src: Path, meta: dict, teacher: PreTrainedModel) -> None:
-    problem = mismatch_message(meta["teacher_fingerprint"], fingerprint(teacher))
-    if problem:
-        raise ValueError(f"{src} was trained for a different teacher: {problem}")
-
-
-def _read_config(src: Path) -> dict:
-    path = src / CONFIG_NAME
-    if not path.is_file():
-        pickles = [p.name for p in src.iterdir() if p.suffix in PICKLE_SUFFIXES] if src.is_dir() else []
-        hint = f" (found {pickles}; ptp never unpickles checkpoints)" if pickles else ""
-        raise ValueError(f"{src} is not a ptp checkpoint: {CONFIG_NAME} is missing{hint}")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported or missing format_version (expected {FORMAT_VERSION})")
-    for key in ("ptp", "teacher_fingerprint"):
-        if key not in meta:
-            raise ValueError(f"{path} lacks the {key!r} entry")
-    return meta
-
-
-def _read_weights(src: Path) -> dict[str, torch.Tensor]:
-    path = src / WEIGHTS_NAME
-    if not path.is_file():
-        raise ValueError(f"{src} is not a ptp checkpoint: {WEIGHTS_NAME} is missing")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        raise ValueError(f"{path} is corrupt or truncated: {err}") from None

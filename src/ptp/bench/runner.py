@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import platform
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
@@ -17,6 +16,7 @@ import transformers
 import ptp
 from ptp.bench.methods import LOSSLESS, HFMethod, PTPMethod, Run, plain_teacher
 from ptp.bench.prompts import BenchPrompt, ChatTemplate
+from ptp.checkpoint_format import read_config
 from ptp.model import PTPModel
 from ptp.sampling import SamplingConfig
 
@@ -279,8 +279,7 @@ def environment(cfg: BenchConfig) -> dict:
 
 
 def _teacher_hash(model_dir: str) -> str | None:
-    meta = json.loads((Path(model_dir) / "ptp_config.json").read_text())
-    return meta.get("teacher_fingerprint", {}).get("weight_hash")
+    return read_config(model_dir)["teacher_fingerprint"].get("weight_hash")
 
 
 def _file_hash(path: Path) -> str:

@@ -98,9 +98,10 @@ def _positive(text: str) -> int:
 
 def default_methods(model_dir: str) -> list[str]:
     """ar-hf, ar, the drafter's methods (pqd only for one-network drafters) and prompt lookup."""
-    path = Path(model_dir) / "ptp_config.json"
-    meta = json.loads(path.read_text()) if path.is_file() else {}  # a bad checkpoint is refused when loaded
-    head = meta.get("ptp", {}).get("drafter") == "head"
+    from ptp.checkpoint_format import peek_config
+
+    ptp_cfg = peek_config(model_dir).get("ptp")  # a bad checkpoint is refused when loaded
+    head = isinstance(ptp_cfg, dict) and ptp_cfg.get("drafter") == "head"
     return ["ar-hf", "ar", "draft-verify", *([] if head else ["pqd"]), "pld"]
 
 
@@ -139,11 +140,11 @@ def run(args: argparse.Namespace) -> int:
     from ptp.bench.report import markdown_table, plot
     from ptp.bench.runner import BenchConfig, run_bench
     from ptp.bundled import default_model_dir
+    from ptp.checkpoint_format import require_checkpoint
 
     console = Console(stderr=True, emoji=False, highlight=False)  # ids like file.py:100:name stay text
     model_dir = args.model or str(default_model_dir())
-    if not (Path(model_dir) / "ptp_config.json").is_file():  # before the tokenizer search names a side issue
-        raise ValueError(f"{model_dir} is not a ptp checkpoint: ptp_config.json is missing")
+    require_checkpoint(model_dir)  # before the tokenizer search names a side issue
     prompts_path = args.prompts or str(Path(model_dir) / "prompts.jsonl")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []

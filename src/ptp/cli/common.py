@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ptp.checkpoint_format import tokenizer_dir  # light: torch is imported only to hash or read weights
 
 if TYPE_CHECKING:
     from ptp.sampling import SamplingConfig
@@ -19,13 +20,6 @@ __all__ = [
     "sampling_from_args",
     "tokenizer_dir",
 ]
-
-
-def tokenizer_dir(model_dir: str | Path) -> str:
-    """``ptp.checkpoint.tokenizer_dir``, imported on first call (it imports torch)."""
-    from ptp.checkpoint import tokenizer_dir as find
-
-    return find(model_dir)
 
 
 def prompt_ids(tokenizer, text: str, chat: bool = True) -> list[int]:

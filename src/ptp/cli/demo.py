@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     import ptp
     from ptp.bundled import default_model_dir
+    from ptp.checkpoint_format import require_checkpoint
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
@@ -71,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
     piped = not sys.stdout.isatty()
     console = Console(highlight=False, emoji=False, soft_wrap=piped)
     model_dir = Path(args.model) if args.model else default_model_dir()
-    if not (model_dir / "ptp_config.json").is_file():
-        raise ValueError(f"{model_dir} is not a ptp checkpoint (no ptp_config.json)")
+    require_checkpoint(model_dir)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     candidates = _candidates(args, model_dir, random.Random(seed))
     start = time.perf_counter()

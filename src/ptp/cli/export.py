@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _find_tokenizer(args: argparse.Namespace, model) -> str:
-    from ptp.checkpoint import tokenizer_dir
+    from ptp.checkpoint_format import tokenizer_dir
 
     for candidate in (args.tokenizer, args.teacher or model.teacher.config._name_or_path, args.checkpoint):
         if candidate:

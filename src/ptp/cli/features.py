@@ -56,7 +56,7 @@ def _texts(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
-    from ptp.checkpoint import teacher_tokenizer_dir
+    from ptp.checkpoint_format import teacher_tokenizer_dir
     from ptp.data.features import FeatureConfig, write_features
     from ptp.model import load_teacher
     from ptp.sampling import SamplingConfig

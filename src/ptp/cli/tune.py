@@ -7,7 +7,6 @@ candidate on a few held-out prompts and reports tokens/s and MAT per candidate.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ptp.cli.common import add_sampling_args, sampling_from_args, tokenizer_dir
@@ -26,18 +25,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "head: draft lengths 1..window)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu or cuda[:N]")
-    p.add_argument("--write", action="store_true", help="store the best budget in the checkpoint's ptp_config.json")
+    p.add_argument("--write", action="store_true",
+                   help="store the best budget in the checkpoint's ptp_config.json (needs --model)")
     add_sampling_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ptp.bundled import MODEL_DIR
+
+    if args.write and not args.model:  # before any measurement: never edit the installed package
+        raise ValueError(f"--write needs --model DIR: it does not edit the shipped drafter in {MODEL_DIR}; "
+                         "copy that directory and pass the copy as --model")
+
     from transformers import AutoTokenizer
 
     import ptp
     from ptp.bench.tune import DEFAULT_CANDIDATES, forward_cost, tune_slot_budget
     from ptp.bundled import default_model_dir
+    from ptp.checkpoint_format import CONFIG_NAME, update_config
     from ptp.cli.bench import load_prompts
-    from ptp.model import CONFIG_NAME
 
     model_dir = Path(args.model) if args.model else default_model_dir()
     model = ptp.PTPModel.from_pretrained(model_dir).to(args.device).eval()
@@ -56,9 +62,6 @@ def run(args: argparse.Namespace) -> int:
     for t in trials:
         print(f"{t.budget:>6} {t.tokens_per_second:>8.1f} {t.mat:>6.2f}" + ("  <- best" if t.budget == best else ""))
     if args.write:
-        path = model_dir / CONFIG_NAME
-        meta = json.loads(path.read_text())
-        meta["ptp"][knob] = best
-        path.write_text(json.dumps(meta, indent=2) + "\n")
-        print(f"wrote {knob}={best} to {path}")
+        update_config(model_dir, **{knob: best})
+        print(f"wrote {knob}={best} to {model_dir / CONFIG_NAME}")
     return 0

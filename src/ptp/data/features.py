@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import DynamicCache, PreTrainedModel
 
-from ptp.checkpoint import fingerprint
+from ptp.checkpoint_format import fingerprint
 from ptp.data.pregenerate import PAD_ID, row_seed
 from ptp.sampling import SamplingConfig, bin_edges, pick, process
 from ptp.ustream import UStream

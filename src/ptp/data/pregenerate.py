@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from ptp.checkpoint import fingerprint
+from ptp.checkpoint_format import fingerprint
 from ptp.data.shards import ShardWriter, TokenShards
 from ptp.sampling import SamplingConfig, pick, process
 from ptp.ustream import UStream

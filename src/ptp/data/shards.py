@@ -11,7 +11,7 @@ The manifest (``FORMAT``, ``VERSION``)::
     {"format": "ptp-token-shards", "version": 1,
      "kind": "teacher-samples" | "documents",
      "sampling": SamplingConfig dict or null,      # the config teacher samples were drawn under
-     "teacher_fingerprint": dict or null,          # ptp.checkpoint.fingerprint(teacher)
+     "teacher_fingerprint": dict or null,          # ptp.checkpoint_format.fingerprint(teacher)
      "tokenizer": str or null,                     # path or name of the tokenizer
      "complete": bool,                             # false while a writer is still adding shards
      "counts": {"sequences": int, "tokens": int},

@@ -49,7 +49,7 @@ def load_model(model_dir: str):
     """The PTP model (eval mode) and its tokenizer from a checkpoint directory."""
     from transformers import AutoTokenizer
 
-    from ptp.checkpoint import tokenizer_dir
+    from ptp.checkpoint_format import tokenizer_dir
 
     model = PTPModel.from_pretrained(model_dir).eval()
     return model, AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))

@@ -10,17 +10,16 @@ slots on their target tokens next to the teacher's autoregressive perplexity on 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from ptp.cache import crop_cache
-from ptp.model import CONFIG_NAME, WEIGHTS_NAME, PTPConfig, PTPModel
+from ptp.checkpoint_format import read_weights, update_config
+from ptp.model import PTPModel
 from ptp.sampling import SamplingConfig
 from ptp.training.objectives import (
     SlotInputs,
@@ -215,7 +214,7 @@ class DistillTask:
             _store_hist(Path(directory), result.hist)
 
     def load_model(self, directory: Path) -> None:
-        tensors = load_file(str(Path(directory) / WEIGHTS_NAME))
+        tensors = read_weights(directory)
         expected = set(self.model.trainable_state_dict())
         if set(tensors) != expected:
             raise ValueError(f"{directory}: adapter keys do not match this model")
@@ -228,9 +227,6 @@ class DistillTask:
 
 def _store_hist(directory: Path, hist: tuple[float, ...]) -> None:
     """Record the validation histogram as the checkpoint's ``correct_hist`` (PTPConfig is frozen, so the
-    saved JSON is edited rather than the live model)."""
-    path = directory / CONFIG_NAME
-    meta = json.loads(path.read_text())
-    meta["ptp"] = PTPConfig.from_dict({**meta["ptp"], "correct_hist": list(hist)}).to_dict()
-    path.write_text(json.dumps(meta, indent=2) + "\n")
+    saved checkpoint is updated rather than the live model)."""
+    update_config(directory, correct_hist=list(hist))
 

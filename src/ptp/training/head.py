@@ -36,7 +36,7 @@ from ptp.data.features import FeatureRow
 from ptp.head import NO_DRAFT_ID
 from ptp.model import PTPModel
 from ptp.sampling import pick, process
-from ptp.training.checkpoint import latest_checkpoint, load_trainer_state, restore_rng, save_checkpoint
+from ptp.training.run_dir import latest_checkpoint, load_trainer_state, restore_rng, save_checkpoint
 
 EVAL_CSV = "eval.csv"
 

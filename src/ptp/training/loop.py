@@ -25,7 +25,9 @@ from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel
 
 from ptp.attention import ATTENTION_BACKENDS, resolve_backend, set_backend
-from ptp.training.checkpoint import (
+from ptp.training.metrics import MetricsWriter
+from ptp.training.packing import DataPosition
+from ptp.training.run_dir import (
     BEST,
     latest_checkpoint,
     load_trainer_state,
@@ -33,8 +35,6 @@ from ptp.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from ptp.training.metrics import MetricsWriter
-from ptp.training.packing import DataPosition
 from ptp.training.sharding import (
     SHARDINGS,
     full_optimizer_state,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ptp.checkpoint import fingerprint, mismatch_message
+from ptp.checkpoint_format import fingerprint, mismatch_message
 from ptp.data.shards import TokenShards
 from ptp.model import PTPModel, load_teacher
 from ptp.sampling import SamplingConfig
