@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ptp.cli.train import add_config_arguments, config_sections, read_config
+from ptp.cli.train_config import add_config_arguments, config_sections, read_config
 from ptp.data.shards import ShardWriter
 from ptp.testing import launch_processes
 from ptp.training import Callbacks, OptimConfig, PackingConfig, TrainConfig, lr_at, train

@@ -160,6 +160,12 @@ def tokenise(questions: Iterable[Question], tokenizer, chat: ChatTemplate | None
     return tuple(out)
 
 
+def first_prompt_ids(path: str | Path, tokenizer, limit: int) -> tuple[tuple[str, list[int]], ...]:
+    """(id, token ids) of the first ``limit`` prompts of a Spec-Bench file or a JSONL of {id, prompt}."""
+    _, questions = read_questions(path)
+    return tuple((p.id, p.ids) for p in tokenise(select_questions(questions, limit=limit), tokenizer))
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

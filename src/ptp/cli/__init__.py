@@ -20,7 +20,7 @@ from pathlib import PurePath
 
 from ptp.cli.common import Formatter
 
-HELPERS = ("common", "defaults")  # modules of this package that are not subcommands
+HELPERS = ("common", "defaults", "train_config")  # modules of this package that are not subcommands
 
 
 def _subcommands() -> dict:

@@ -105,14 +105,6 @@ def default_methods(model_dir: str) -> list[str]:
     return ["ar-hf", "ar", "draft-verify", *([] if head else ["pqd"]), "pld"]
 
 
-def load_prompts(path: str, tokenizer, limit: int) -> tuple[tuple[str, list[int]], ...]:
-    """(id, token ids) pairs of the first ``limit`` prompts of a Spec-Bench file or a JSONL of {id, prompt}."""
-    from ptp.bench.prompts import read_questions, select_questions, tokenise
-
-    _, questions = read_questions(path)
-    return tuple((p.id, p.ids) for p in tokenise(select_questions(questions, limit=limit), tokenizer))
-
-
 def load_bench_prompts(args: argparse.Namespace, path: str,
                        tokenizer) -> tuple[tuple[BenchPrompt, ...], ChatTemplate | None, dict]:
     """(prompts, chat template or None, the record of where they came from) for the selection flags."""

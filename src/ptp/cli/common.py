@@ -6,13 +6,17 @@ import argparse
 from typing import TYPE_CHECKING
 
 from ptp.checkpoint_format import tokenizer_dir  # light: torch is imported only to hash or read weights
+from ptp.cli.defaults import DOCUMENT_FORMATS
 
 if TYPE_CHECKING:
+    from ptp.data.documents import DocumentSource
     from ptp.sampling import SamplingConfig
 
 __all__ = [
     "Formatter",
+    "add_document_args",
     "add_sampling_args",
+    "document_source",
     "non_negative_int",
     "nonblank_text",
     "positive_int",
@@ -20,6 +24,21 @@ __all__ = [
     "sampling_from_args",
     "tokenizer_dir",
 ]
+
+
+def add_document_args(p: argparse.ArgumentParser) -> None:
+    """--format/--field/--split/--glob: how to read a document source."""
+    g = p.add_argument_group("document source")
+    g.add_argument("--format", default="auto", choices=DOCUMENT_FORMATS, help="how to read the data path")
+    g.add_argument("--field", default="text", help="JSONL / HF dataset: the text column")
+    g.add_argument("--split", default="train", help="corpus split, or HF DatasetDict split")
+    g.add_argument("--glob", default="*.txt", help="text directory: which files are documents")
+
+
+def document_source(path: str, args: argparse.Namespace) -> DocumentSource:
+    from ptp.data.documents import DocumentSource
+
+    return DocumentSource(path, format=args.format, field=args.field, split=args.split, glob=args.glob)
 
 
 def prompt_ids(tokenizer, text: str, chat: bool = True) -> list[int]:

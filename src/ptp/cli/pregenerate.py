@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from ptp.cli.common import add_sampling_args, sampling_from_args
+from ptp.cli.common import add_document_args, add_sampling_args, document_source, sampling_from_args
 from ptp.cli.defaults import PREGEN, ROWS_PER_SHARD
-from ptp.cli.tokenizer import add_document_args, document_source
 
 NAME = "pregenerate"
 HELP = "sample teacher completions (or tokenize documents) into token shards"

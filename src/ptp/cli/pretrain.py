@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ptp.cli.train import add_config_arguments, as_yaml, config_sections, make_callbacks, read_config
+from ptp.cli.train_config import add_config_arguments, as_yaml, config_sections, make_callbacks, read_config
 
 NAME = "pretrain"
 HELP = "train a Llama teacher from scratch on document shards"

@@ -11,30 +11,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ptp.cli.defaults import DOCUMENT_FORMATS, TOKENIZER
-
-if TYPE_CHECKING:
-    from ptp.data.documents import DocumentSource
+from ptp.cli.common import add_document_args, document_source
+from ptp.cli.defaults import TOKENIZER
 
 NAME = "tokenizer"
 HELP = "train a byte-level BPE tokenizer on a corpus"
-
-
-def add_document_args(p: argparse.ArgumentParser) -> None:
-    """--format/--field/--split/--glob: how to read a document source."""
-    g = p.add_argument_group("document source")
-    g.add_argument("--format", default="auto", choices=DOCUMENT_FORMATS, help="how to read the data path")
-    g.add_argument("--field", default="text", help="JSONL / HF dataset: the text column")
-    g.add_argument("--split", default="train", help="corpus split, or HF DatasetDict split")
-    g.add_argument("--glob", default="*.txt", help="text directory: which files are documents")
-
-
-def document_source(path: str, args: argparse.Namespace) -> DocumentSource:
-    from ptp.data.documents import DocumentSource
-
-    return DocumentSource(path, format=args.format, field=args.field, split=args.split, glob=args.glob)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -40,15 +40,15 @@ def run(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     import ptp
+    from ptp.bench.prompts import first_prompt_ids
     from ptp.bench.tune import DEFAULT_CANDIDATES, forward_cost, tune_slot_budget
     from ptp.bundled import default_model_dir
     from ptp.checkpoint_format import CONFIG_NAME, update_config
-    from ptp.cli.bench import load_prompts
 
     model_dir = Path(args.model) if args.model else default_model_dir()
     model = ptp.PTPModel.from_pretrained(model_dir).to(args.device).eval()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
-    prompts = load_prompts(args.prompts or str(model_dir / "prompts.jsonl"), tokenizer, args.num_prompts)
+    prompts = first_prompt_ids(args.prompts or str(model_dir / "prompts.jsonl"), tokenizer, args.num_prompts)
     sampling = sampling_from_args(args, model.cfg.sampling)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else None
     costs = forward_cost(model)
