@@ -34,51 +34,10 @@ import torch
 
 import ptp
 from ptp.cli.common import tokenizer_dir
+from ptp.testing import SERVE_PROMPTS, tiny_serve_checkpoint
 
-PROMPTS = (
-    "def add(a, b):\n",
-    "import os\n\nclass Path:\n",
-    "# héllo wörld ✓\nfor i in range(10):\n",
-    "def fib(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
-)
-TINY_CORPUS = [*PROMPTS, "    return a + b\n", "print('done')  # 你好\n", "while True:\n    pass\n"]
-TINY_CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
 HEALTH_WAIT_SECONDS = 180.0  # model loading on a busy 2-core machine
 SETTLE_SECONDS = 1.0  # pause before reading memory, so freed buffers are returned
-
-
-def build_tiny_checkpoint(directory: Path, chat_template: str | None = TINY_CHAT_TEMPLATE,
-                          max_positions: int = 2048, eos: bool = True) -> Path:
-    """A real PTP checkpoint small enough for tests: tiny random Llama + byte-level BPE tokenizer.
-
-    eos=False: the teacher has no EOS token, so every generation runs to max_tokens.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from ptp.testing import randomize_adapters, tiny_config
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|eos|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(TINY_CORPUS * 4, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|eos|>")
-    if chat_template:
-        tokenizer.chat_template = chat_template
-    config = tiny_config("llama", vocab=len(tokenizer), max_positions=max_positions)
-    config.eos_token_id = tokenizer.eos_token_id if eos else None
-    torch.manual_seed(0)
-    teacher = LlamaForCausalLM._from_config(config, attn_implementation="sdpa").eval()
-    model = ptp.PTPModel.from_teacher(teacher, mode="o-ptp", lora_rank=4, window=4)
-    randomize_adapters(model, seed=0)
-    model.save_pretrained(directory, include_teacher=True)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 def expected_texts(model_dir: Path, jobs: list[dict], sampling: ptp.SamplingConfig) -> dict[int, str]:
@@ -214,7 +173,7 @@ def summarise(records: list[dict], expected: dict[int, str], wall: float, rss_be
 
 def make_jobs(clients: int, requests: int, max_tokens: int) -> list[list[dict]]:
     """Client c's j-th request: a fixed prompt and a seed unique to the request."""
-    return [[{"prompt": PROMPTS[(c + j) % len(PROMPTS)], "seed": c * requests + j, "max_tokens": max_tokens}
+    return [[{"prompt": SERVE_PROMPTS[(c + j) % len(SERVE_PROMPTS)], "seed": c * requests + j, "max_tokens": max_tokens}
              for j in range(requests)] for c in range(clients)]
 
 
@@ -238,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="ptp-load-") as tmp:
         if args.tiny:
-            model_dir = build_tiny_checkpoint(Path(tmp) / "tiny")
+            model_dir = tiny_serve_checkpoint(Path(tmp) / "tiny")
         else:
             from ptp.bundled import default_model_dir
 

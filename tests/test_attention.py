@@ -30,6 +30,7 @@ def test_auto_is_sdpa_on_cpu_and_flex_needs_cuda_and_support():
         ptp.training.TrainConfig(attention="flash")
 
 
+@pytest.mark.slow  # ~30 s: flex_attention compiles through inductor
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("cc") is None,
                     reason="flex_attention on CPU compiles through inductor, which needs a C++ compiler")
 def test_flex_training_passes_equal_the_dense_sdpa_passes():

@@ -94,6 +94,7 @@ def _args(root, out):
             "--batch-size", "8", "--prompts-per-shard", "4", "--no-stop-at-eos", "--quiet"]
 
 
+@pytest.mark.slow  # a subprocess killed mid-run and restarted
 def test_sigkill_mid_run_then_restart_equals_uninterrupted(teacher_and_tokenizer):
     root = teacher_and_tokenizer
     killed = root / "killed"

@@ -14,7 +14,8 @@ from transformers import AutoTokenizer
 
 import ptp
 from ptp.serve import ServeConfig
-from test_serve_support import live_server, load_test_module
+from ptp.testing import tiny_serve_checkpoint
+from test_serve_support import live_server
 
 NAME = "tiny"
 BODY_LIMIT = 32 * 1024  # bytes; small so the 413 tests send little
@@ -38,12 +39,11 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    script = load_test_module()
     root = tmp_path_factory.mktemp("serve")
     return {
-        "chat": script.build_tiny_checkpoint(root / "chat"),
-        "plain": script.build_tiny_checkpoint(root / "plain", chat_template=None),
-        "endless": script.build_tiny_checkpoint(root / "endless", eos=False),
+        "chat": tiny_serve_checkpoint(root / "chat"),
+        "plain": tiny_serve_checkpoint(root / "plain", chat_template=None),
+        "endless": tiny_serve_checkpoint(root / "endless", eos=False),
     }
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from test_serve_support import load_test_module
+
+pytestmark = pytest.mark.slow  # a live `ptp serve` subprocess under load
 
 
 def test_concurrent_streams_match_autoregressive_sampling_and_memory_stays_flat(tmp_path):

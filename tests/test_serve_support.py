@@ -1,4 +1,4 @@
-"""Helpers for the serve tests (no tests here): a tiny real checkpoint and a live server in a thread."""
+"""Helpers for the serve tests (no tests here): the load-test script as a module and a live server in a thread."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ START_SECONDS = 30.0  # how long a server may take to start listening
 
 
 def load_test_module():
-    """scripts/load_test.py as a module (it also builds the tiny checkpoints the tests use)."""
+    """scripts/load_test.py as a module."""
     spec = importlib.util.spec_from_file_location("ptp_load_test", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

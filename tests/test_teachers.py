@@ -271,6 +271,7 @@ def default_teacher(tmp_path_factory):
         yield folder, messages
 
 
+@pytest.mark.slow  # converts the real default teacher (~25 s, shared with test_teacher_cli)
 @needs_package
 def test_default_teacher_end_to_end(default_teacher, monkeypatch, tmp_path):
     folder, messages = default_teacher
@@ -294,6 +295,7 @@ def test_default_teacher_end_to_end(default_teacher, monkeypatch, tmp_path):
     assert "<|im_start|>user\nhi<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
 
 
+@pytest.mark.slow  # needs the converted default teacher
 @needs_package
 def test_teacher_cli(default_teacher, monkeypatch, capsys):
     from ptp.cli import main

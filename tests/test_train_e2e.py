@@ -154,6 +154,7 @@ def test_overrides_fill_a_null_section(tmp_path, capsys):
     assert printed["train"]["max_steps"] == 3 and printed["train"]["attention"] == "sdpa"
 
 
+@pytest.mark.slow  # SIGKILL + --resume: three training runs
 def test_resume_after_sigkill_continues_the_same_run(setup):
     root, cfg = setup
     steps = 30
@@ -185,6 +186,7 @@ def test_resume_after_sigkill_continues_the_same_run(setup):
     ptp.PTPModel.from_pretrained(run / "best")
 
 
+@pytest.mark.slow  # two DDP processes
 def test_two_processes_agree_with_one(setup, basic_run):
     """Rows are split over processes and the loss is normalised globally: same losses, gradient norms
     and validation."""
@@ -201,6 +203,7 @@ def test_two_processes_agree_with_one(setup, basic_run):
     assert float(e2[0]["mean_correct"]) == pytest.approx(float(e1[0]["mean_correct"]), abs=1e-9)
 
 
+@pytest.mark.slow  # two FSDP processes, twice
 def test_fsdp_over_two_processes_agrees_with_one_and_resumes(setup):
     """train.sharding=fsdp (FSDP2 over gloo) with gradient accumulation: the same loss curve as one
     process, across a resume (optimizer state gathered, then sharded again), and the same weights."""

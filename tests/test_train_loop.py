@@ -200,6 +200,7 @@ def test_config_overrides_and_types(tmp_path):
         read_config(_parse(["nonsense"]))
 
 
+@pytest.mark.slow  # pretraining over two FSDP processes
 def test_pretrain_end_to_end(tmp_path):
     """A tiny 8-layer Llama from scratch: loss falls, the export is a standard directory with the tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers

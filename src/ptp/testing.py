@@ -86,6 +86,49 @@ def tiny_checkpoint(directory, mode: str = "o-ptp", seed: int = 0, texts=CODE_SN
     return tokenizer
 
 
+SERVE_PROMPTS = (  # the load test's prompts (scripts/load_test.py); the serve checkpoint's tokenizer knows them
+    "def add(a, b):\n",
+    "import os\n\nclass Path:\n",
+    "# héllo wörld ✓\nfor i in range(10):\n",
+    "def fib(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+)
+SERVE_CORPUS = (*SERVE_PROMPTS, "    return a + b\n", "print('done')  # 你好\n", "while True:\n    pass\n")
+SERVE_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def tiny_serve_checkpoint(directory, chat_template: str | None = SERVE_CHAT_TEMPLATE, max_positions: int = 2048,
+                          eos: bool = True) -> Path:
+    """A complete PTP checkpoint for the server's tests and load test: tiny random Llama in teacher/ and a
+    byte-level BPE tokenizer (no BOS, ``<|eos|>``, non-ASCII text) with a chat template (None: without).
+
+    eos=False: the teacher has no EOS token, so every generation runs to max_tokens.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|eos|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(list(SERVE_CORPUS) * 4, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|eos|>")
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    config = tiny_config("llama", vocab=len(tokenizer), max_positions=max_positions)
+    config.eos_token_id = tokenizer.eos_token_id if eos else None
+    torch.manual_seed(0)
+    teacher = LlamaForCausalLM._from_config(config, attn_implementation="sdpa").eval()
+    model = PTPModel.from_teacher(teacher, mode="o-ptp", lora_rank=4, window=4)
+    randomize_adapters(model, seed=0)
+    model.save_pretrained(directory, include_teacher=True)
+    tokenizer.save_pretrained(directory)
+    return Path(directory)
+
+
 def launch_processes(processes: int, *args: str, timeout: float = 300) -> dict:
     """Run ``ptp ARGS`` (a training command) in ``processes`` CPU processes through ``accelerate launch``;
     returns the JSON summary the main process prints, or raises with the end of stderr if it failed.
