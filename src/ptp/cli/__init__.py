@@ -56,11 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     from safetensors import SafetensorError
     from transformers.utils import logging as hf_logging
 
+    from ptp.extras import MissingExtra
+
     hf_logging.disable_progress_bar()  # per-file "Loading weights" bars drown our own output
     torch.set_num_threads(args.threads or default_threads())
     try:
         return commands[args.command].run(args) or 0
     except ValueError as err:  # bad input: a clear message, no traceback
+        print(f"ptp {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except MissingExtra as err:  # an optional dependency (e.g. the serve extra) is not installed
         print(f"ptp {args.command}: error: {err}", file=sys.stderr)
         return 2
     except SafetensorError as err:  # a weights file that is not valid safetensors (truncated, overwritten)

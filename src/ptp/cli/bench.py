@@ -133,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
     from ptp.bench.runner import BenchConfig, run_bench
     from ptp.bundled import default_model_dir
     from ptp.checkpoint_format import require_checkpoint
+    from ptp.extras import require
 
+    require("bench", "matplotlib", what="ptp bench")  # for the plots: checked before the benchmark, not after
     console = Console(stderr=True, emoji=False, highlight=False)  # ids like file.py:100:name stay text
     model_dir = args.model or str(default_model_dir())
     require_checkpoint(model_dir)  # before the tokenizer search names a side issue

@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ptp.extras import require
+
+    require("serve", "fastapi", "uvicorn", what="ptp serve")
     import uvicorn
 
     from ptp.bundled import default_model_dir
