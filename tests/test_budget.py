@@ -20,12 +20,12 @@ def test_survival_from_histogram_and_prior():
 
 
 def test_confident_drafts_send_the_budget_to_the_last_group():
-    sizes = allocate_slots(torch.ones(4), survival([0, 0, 0, 0, 1], 4), budget=6, max_group=5, anchor_slot=True)
+    sizes = allocate_slots(torch.ones(4), survival([0, 0, 0, 0, 1], 4), budget=6, max_group=5, slot_offset=0)
     assert sizes == [0, 0, 0, 0, 5]  # capped at max_group; the spare slot has no use
 
 
 def test_unsure_first_draft_splits_the_budget():
-    sizes = allocate_slots(torch.tensor([0.5]), survival([1, 1, 1, 1], 3), budget=6, max_group=4, anchor_slot=False)
+    sizes = allocate_slots(torch.tensor([0.5]), survival([1, 1, 1, 1], 3), budget=6, max_group=4, slot_offset=1)
     assert sum(sizes) == 6 and sizes[0] > 0 and sizes[1] > 0
 
 
@@ -35,11 +35,12 @@ def test_unsure_first_draft_splits_the_budget():
     hist=st.lists(st.floats(0, 10), max_size=10),
     budget=st.integers(1, 40),
     max_group=st.integers(1, 17),
-    anchor=st.booleans(),
+    slot_offset=st.sampled_from([0, 1]),
 )
-def test_allocation_respects_budget_and_caps(conf, hist, budget, max_group, anchor):
-    sizes = allocate_slots(torch.tensor(conf, dtype=torch.float64), survival(hist, 16), budget, max_group, anchor)
+def test_allocation_respects_budget_and_caps(conf, hist, budget, max_group, slot_offset):
+    sizes = allocate_slots(torch.tensor(conf, dtype=torch.float64), survival(hist, 16), budget, max_group,
+                           slot_offset)
     assert len(sizes) == len(conf) + 1
     assert sum(sizes) <= budget and all(0 <= b <= max_group for b in sizes)
-    if anchor:
-        assert all(b != 1 for b in sizes)  # a lone anchor slot yields no draft
+    if slot_offset == 0:
+        assert all(b != 1 for b in sizes)  # a lone O-PTP slot predicts the verified token: no draft

@@ -40,8 +40,8 @@ def test_step_mask_matches_reference(cache_len, window_len, first_slot_token, da
 
 def test_step_positions_follow_the_slot_convention():
     # cache 4, window [pending, d0, d1], groups of 2, 0 and 1 slots
-    o = step_positions(4, 3, [2, 0, 1], slot_shift=0)[0].tolist()
-    c = step_positions(4, 3, [2, 0, 1], slot_shift=1)[0].tolist()
+    o = step_positions(4, 3, [2, 0, 1], slot_offset=0)[0].tolist()
+    c = step_positions(4, 3, [2, 0, 1], slot_offset=1)[0].tolist()
     assert o == [4, 5, 6, 4, 5, 6]  # O-PTP: group d slot i at cache + d + i
     assert c == [4, 5, 6, 5, 6, 7]  # C-PTP: one further (in place of the token it carries u for)
 

@@ -22,11 +22,11 @@ from ptp.training.windows import Windows, choose_windows, token_intervals, windo
 from test_train_windows import make_batch
 
 
-def one_window(targets, valid, shift=0):
+def one_window(targets, valid, slot_offset=0):
     """A Windows of one row, one window at row index 1 (values only matter where used)."""
     length = len(targets)
-    t = torch.tensor([[list(range(1 + shift, 1 + shift + length))]])
-    return Windows(torch.tensor([[1]]), t, torch.tensor([[valid]]), torch.full((1, 1, length + 1), 0.5), shift)
+    t = torch.tensor([[list(range(1 + slot_offset, 1 + slot_offset + length))]])
+    return Windows(torch.tensor([[1]]), t, torch.tensor([[valid]]), torch.full((1, 1, length + 1), 0.5), slot_offset)
 
 
 def test_o_ptp_cross_entropy_by_hand():
@@ -44,7 +44,7 @@ def test_c_ptp_kl_by_hand_with_a_truncated_teacher():
     q = torch.tensor([[[1.0, 0.0, 0.0], [0.75, 0.25, 0.0], [0.0, 0.0, 1.0]]])  # [1, S=3, V=3]
     logits = torch.log(torch.tensor([[[[0.5, 0.25, 0.25]]]]))  # P of slot 0
     slots = SlotInputs(torch.zeros(1, 1, 1), torch.zeros(1, 1, 1), torch.tensor([[[True]]]), torch.tensor([[[1]]]))
-    windows = one_window([0], [True], shift=1)  # slot 0 targets row index 2: Q from teacher row 1
+    windows = one_window([0], [True], slot_offset=1)  # slot 0 targets row index 2: Q from teacher row 1
     loss = slot_losses("c-ptp", logits, slots, windows, q)
     expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.25)  # zero-mass token adds nothing
     assert loss.item() == pytest.approx(expected, rel=1e-6)

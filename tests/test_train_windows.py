@@ -9,8 +9,9 @@ import ptp
 from ptp.cache import crop_cache
 from ptp.decoding.step import run_call
 from ptp.masks import PAD_DOC, document_mask, window_mask
+from ptp.model import slot_offset
 from ptp.testing import randomize_adapters, tiny_teacher
-from ptp.training.objectives import layout_shift, teacher_pass, window_pass
+from ptp.training.objectives import model_mode, teacher_pass, window_pass
 from ptp.training.packing import PackedBatch
 from ptp.training.windows import Windows, choose_windows, slot_layout, slot_positions
 
@@ -91,7 +92,7 @@ def test_windows_start_on_predictable_tokens_and_are_reproducible():
     # A row's windows depend on its row id, not on which other rows share the batch.
     single = choose_windows(batch.rows(1, 2), 6, 4, 1, 0.3, seed=1)
     assert torch.equal(single.starts[0], a.starts[1]) and torch.equal(single.z[0], a.z[1])
-    # Slot targets: token s + j + shift, valid only inside the window's document.
+    # Slot targets: token s + j + slot_offset, valid only inside the window's document.
     for r in range(2):
         for n in range(6):
             s = int(a.starts[r, n])
@@ -120,9 +121,9 @@ def test_slot_sees_only_its_context_and_its_window(objective):
     sampling = model.cfg.sampling
     batch = make_batch(((9, 9),), seq_len=18)
     starts = torch.tensor([[3, 6, 12]])  # two windows in document 0, one in document 1
-    length, shift = 4, layout_shift(objective)
-    base = choose_windows(batch, 3, length, shift, 0.3, seed=0)
-    windows = Windows(starts, base.targets, base.valid, base.z, shift)
+    length, offset = 4, slot_offset(model_mode(objective))
+    base = choose_windows(batch, 3, length, offset, 0.3, seed=0)
+    windows = Windows(starts, base.targets, base.valid, base.z, offset)
     u = torch.rand(1, 3, length, generator=torch.Generator().manual_seed(0))
     ref = _window_logits(model, batch, windows, u, sampling)  # [1, 3, L, V]
 
@@ -151,10 +152,10 @@ def test_window_pass_equals_a_decoding_call(mode, first_slot_token):
     """A training window at s gives the logits decoding computes for a group anchored at token s."""
     model = _model(mode, seed=1, first_slot_token=first_slot_token)
     batch = make_batch(((8, 10),), seq_len=18)
-    shift = 0 if mode == "o-ptp" else 1
+    offset = slot_offset(mode)
     starts = torch.tensor([[4, 12]])
-    base = choose_windows(batch, 2, 4, shift, 0.3, seed=0)
-    windows = Windows(starts, base.targets, base.valid, base.z, shift)
+    base = choose_windows(batch, 2, 4, offset, 0.3, seed=0)
+    windows = Windows(starts, base.targets, base.valid, base.z, offset)
     u = torch.rand(1, 2, 4, generator=torch.Generator().manual_seed(2))
     logits = _window_logits(model, batch, windows, u, model.cfg.sampling)
     for n, (doc_start, s) in enumerate([(0, 4), (8, 12)]):
@@ -201,13 +202,13 @@ def test_first_slot_token_starts_from_the_teachers_state():
 
 def test_slot_positions_follow_the_decoding_convention():
     batch = make_batch(((8, 10),), seq_len=18)
-    for shift in (0, 1):
-        base = choose_windows(batch, 2, 3, shift, 0.3, seed=0)
-        windows = Windows(torch.tensor([[4, 12]]), base.targets, base.valid, base.z, shift)
+    for offset in (0, 1):
+        base = choose_windows(batch, 2, 3, offset, 0.3, seed=0)
+        windows = Windows(torch.tensor([[4, 12]]), base.targets, base.valid, base.z, offset)
         pos = slot_positions(batch, windows)
         # Window at row 12 is document position 4 of the second document.
-        assert pos[0, 0].tolist() == [4 + j + shift - 1 for j in range(3)]
-        assert pos[0, 1].tolist() == [4 + j + shift - 1 for j in range(3)]
+        assert pos[0, 0].tolist() == [4 + j + offset - 1 for j in range(3)]
+        assert pos[0, 1].tolist() == [4 + j + offset - 1 for j in range(3)]
 
 
 def test_cache_crop_restores_the_context():

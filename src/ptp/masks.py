@@ -41,15 +41,15 @@ def step_mask(cache_len: int, window_len: int, group_sizes: list[int], device=No
     return allowed[None, None]
 
 
-def step_positions(cache_len: int, window_len: int, group_sizes: list[int], slot_shift: int) -> torch.Tensor:
-    """Position ids [1, Q]: window at cache_len.., group d slot i at cache_len + d + i + slot_shift.
+def step_positions(cache_len: int, window_len: int, group_sizes: list[int], slot_offset: int) -> torch.Tensor:
+    """Position ids [1, Q]: window at cache_len.., group d slot i at cache_len + d + i + slot_offset.
 
-    slot_shift is 0 for O-PTP (the slot predicting position p sits at p - 1) and 1 for C-PTP (the
-    slot carrying u_k sits where token t_k would).
+    slot_offset (``ptp.model.slot_offset``) is 0 for O-PTP (the slot carrying u_k predicts t_k and sits
+    at t_k's position - 1) and 1 for C-PTP (the slot carrying u_k sits where token t_k would).
     """
     parts = [torch.arange(cache_len, cache_len + window_len)]
     for d, size in enumerate(group_sizes):
-        parts.append(torch.arange(size) + cache_len + d + slot_shift)
+        parts.append(torch.arange(size) + cache_len + d + slot_offset)
     return torch.cat(parts)[None]
 
 

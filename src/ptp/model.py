@@ -11,6 +11,9 @@ Terms:
   target, argmax prediction). ``c-ptp``: the slot carrying u_k sits at position id k (in place of
   t_k) and predicts the distribution of t_{k+1}, which is then picked with u_{k+1}. ``mtp``: o-ptp
   with u replaced by a constant, the independent-prediction control.
+- slot offset (``slot_offset``): the slot carrying u_k predicts token t_{k + slot_offset}; 0 in o-ptp
+  and mtp, 1 in c-ptp. Every slot sits one position before the token it predicts, so the offset also
+  moves the slot's position by one.
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ MODES = ("o-ptp", "c-ptp", "mtp")
 DRAFTERS = ("lora", "head")  # one network (teacher + gated LoRA) or a feature head over the teacher's features
 CONSTANT_U = 0.5  # the u every slot sees in mtp mode
 NO_TOKEN = -1  # token id given at u-slots that carry no token
+
+
+def slot_offset(mode: str) -> int:
+    """0: the slot carrying u_k predicts t_k (o-ptp, mtp); 1: it predicts t_{k+1} (c-ptp)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return 1 if mode == "c-ptp" else 0
 
 
 @dataclass(frozen=True)
@@ -85,9 +95,9 @@ class PTPConfig:
             raise ValueError(f"draft_len must be an integer >= 0 (0 = the window), got {self.draft_len!r}")
 
     @property
-    def slot_sees_own_u(self) -> bool:
-        """O-PTP and MTP slots predict the token whose u they carry; C-PTP slots predict the next one."""
-        return self.mode != "c-ptp"
+    def slot_offset(self) -> int:
+        """0: O-PTP and MTP slots predict the token whose u they carry; 1: C-PTP slots predict the next one."""
+        return slot_offset(self.mode)
 
     def to_dict(self) -> dict:
         return {

@@ -44,7 +44,7 @@ def allocate_slots(
     surv: list[float],  # P(C >= e), from ``survival``
     budget: int,  # u-slots to hand out
     max_group: int,  # cap per group
-    anchor_slot: bool,  # O-PTP: a group's first slot duplicates the verified token (yields no draft)
+    slot_offset: int,  # 0 (O-PTP, MTP): a group's first slot predicts the token being verified (no draft)
 ) -> list[int]:
     """Slots per group d = 0..m, summing to at most ``budget``."""
     probs = group_probabilities(confidence)
@@ -54,7 +54,7 @@ def allocate_slots(
     while spent < budget:
         best, best_gain, best_cost = -1, 0.0, 0
         for d, a in enumerate(probs):
-            cost = 2 if anchor_slot and sizes[d] == 0 else 1
+            cost = 2 if slot_offset == 0 and sizes[d] == 0 else 1
             if sizes[d] + cost > max_group or spent + cost > budget:
                 continue
             e = drafts_per[d] + 1

@@ -35,12 +35,12 @@ class PTPDrafter:
     """The model's own drafts: argmax for O-PTP/MTP, pick(u, P) for C-PTP."""
 
     def __init__(self, model: PTPModel, order: str = "id") -> None:
-        self.categorical = not model.cfg.slot_sees_own_u
+        self.slot_offset = model.cfg.slot_offset
         self.order = order  # the CDF order C-PTP drafts are picked in: the decoding sampling's
 
     def propose(self, slot_logits, anchor, context, ustream) -> Draft:
         probs = torch.softmax(slot_logits.float(), dim=-1)  # [b, V]
-        if self.categorical:
+        if self.slot_offset:  # C-PTP: slot i's distribution is of token anchor + 1 + i, picked with its u
             u = ustream.take(anchor + 1, slot_logits.shape[0]).to(probs.device)
             tokens = pick(u, probs, self.order)
             return Draft(anchor + 1, tokens, probs.gather(-1, tokens[:, None])[:, 0])
@@ -57,13 +57,13 @@ class OracleDrafter:
         self.teacher = model.teacher
         self.sampling = sampling
         self.error_rate = error_rate
-        self.categorical = not model.cfg.slot_sees_own_u
+        self.slot_offset = model.cfg.slot_offset
         self._rng = torch.Generator().manual_seed(seed)
 
     @torch.no_grad()
     def propose(self, slot_logits, anchor, context, ustream) -> Draft:
         n = slot_logits.shape[0]
-        first = anchor + 1 if self.categorical else anchor
+        first = anchor + self.slot_offset
         prompt_len = len(context) - anchor
         seq = list(context)
         for index in range(anchor, first + n):

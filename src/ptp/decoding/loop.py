@@ -92,7 +92,7 @@ def _head_step(s: _State) -> tuple[Verdict, int]:
             # Greedy takes the most likely token at every step: u = 0 under a most-likely-first layout,
             # so the drafter (trained at a temperature) is asked for exactly that chain.
             ustream = ZERO_STREAM
-        if s.model.cfg.slot_sees_own_u:  # o-ptp / mtp: slot j carries u_{n+j} and predicts token n+j
+        if s.model.cfg.slot_offset == 0:  # o-ptp / mtp: slot j carries u_{n+j} and predicts token n+j
             u, anchor = ustream.take(n, slots), n
         else:  # c-ptp: slot j carries u_{n+j-1} (slot 0 a constant) and its distribution is picked with u_{n+j}
             u, anchor = torch.cat([torch.full((1,), 0.5), ustream.take(n, slots - 1)]), n - 1
@@ -110,13 +110,12 @@ def _head_step(s: _State) -> tuple[Verdict, int]:
 def _draft_verify_step(s: _State) -> tuple[Verdict, int]:
     if s.model.is_head:
         return _head_step(s)
-    n, window_len = s.generated, s.model.cfg.window
-    anchor_shift = 0 if s.model.cfg.slot_sees_own_u else 1
-    slots = min(s.cfg.draft_len or window_len, s.room(s.cache_len + anchor_shift))
+    n, offset = s.generated, s.model.cfg.slot_offset
+    slots = min(s.cfg.draft_len or s.model.cfg.window, s.room(s.cache_len + offset))
     call = run_call(s.model, s.cache, [s.context[-1]], [slots] if slots else [], n, s.ustream)
     crop_cache(s.cache, s.cache_len)
     drafts: list[int] = []
-    if anchor_shift:  # C-PTP: the first draft is the teacher's own pick from the pending row
+    if offset:  # C-PTP: the first draft is the teacher's own pick from the pending row
         drafts.append(int(pick(s.ustream.take(n, 1)[0], process(call.window[0], s.sampling), s.sampling.order)))
     if slots:
         drafts += s.drafter.propose(call.groups[0], n, s.context, s.ustream).tokens.tolist()
@@ -131,16 +130,16 @@ def _pqd_step(s: _State) -> tuple[Verdict, int]:
     pending = s.drafts.tokens.tolist() if s.drafts is not None else []
     pending = pending[: s.room(s.cache_len + 1)]
     confidence = s.drafts.confidence[: len(pending)] if s.drafts is not None else torch.ones(0)
-    anchor_slot = cfg.slot_sees_own_u
+    offset = cfg.slot_offset
     sizes = allocate_slots(
         confidence,
         survival(cfg.correct_hist, cfg.window),
         s.cfg.slot_budget,
-        s.cfg.max_group_slots or cfg.window + int(anchor_slot),
-        anchor_slot,
+        # an O-PTP group's first slot yields no draft, so it may hold one slot more than the window
+        s.cfg.max_group_slots or cfg.window + 1 - offset,
+        offset,
     )
-    shift = 0 if anchor_slot else 1
-    sizes = [min(b, s.room(s.cache_len + d + shift)) for d, b in enumerate(sizes)]
+    sizes = [min(b, s.room(s.cache_len + d + offset)) for d, b in enumerate(sizes)]
     call = run_call(s.model, s.cache, [s.context[-1], *pending], sizes, n, s.ustream)
     verdict = verify(call.window, pending, s.ustream.take(n, len(pending) + 1), s.sampling)
     a = verdict.accepted

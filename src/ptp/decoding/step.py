@@ -49,8 +49,7 @@ def run_call(
     u_parts = [torch.zeros(window_len)]
     u_parts += [ustream.take(first_index + d, size) for d, size in enumerate(group_sizes) if size]
     u = torch.cat(u_parts).to(device)[None]  # [1, Q]
-    slot_shift = 0 if model.cfg.slot_sees_own_u else 1
-    positions = step_positions(cache_len, window_len, group_sizes, slot_shift).to(device)
+    positions = step_positions(cache_len, window_len, group_sizes, model.cfg.slot_offset).to(device)
     # A plain causal window needs no explicit mask (the model builds the usual one).
     mask = step_mask(cache_len, window_len, group_sizes, device, model.cfg.first_slot_token) if n_slots else None
     out = model(tokens, u, is_slot, positions, attention_mask=mask, cache=cache)

@@ -19,13 +19,12 @@ import torch
 
 from ptp.cache import crop_cache
 from ptp.checkpoint_format import read_weights, update_config
-from ptp.model import PTPModel
+from ptp.model import PTPModel, slot_offset
 from ptp.sampling import SamplingConfig
 from ptp.training.objectives import (
     SlotInputs,
     TeacherPass,
     inverse_ar_us,
-    layout_shift,
     model_mode,
     slot_inputs,
     slot_losses,
@@ -64,7 +63,7 @@ def distill_step(model, base: PTPModel, batch: PackedBatch, cfg: DistillConfig,
     device = base.device
     batch = batch.to(device)
     teacher = teacher_pass(base, batch, sampling)
-    windows = choose_windows(batch, cfg.windows_per_row, base.cfg.window, layout_shift(cfg.objective),
+    windows = choose_windows(batch, cfg.windows_per_row, base.cfg.window, slot_offset(model_mode(cfg.objective)),
                              cfg.beta if beta is None else beta, cfg.seed, stream).to(device)
     slots = slot_inputs(batch, windows, teacher)
     u = slots.u
@@ -94,8 +93,8 @@ def eval_pass(base: PTPModel, batch: PackedBatch, cfg: DistillConfig, sampling: 
     """Teacher pass, uniform-z windows (the fixed validation stream) and one window pass."""
     batch = batch.to(base.device)
     teacher = teacher_pass(base, batch, sampling)
-    windows = choose_windows(batch, cfg.windows_per_row, base.cfg.window, layout_shift(cfg.objective), UNIFORM,
-                             VAL_WINDOW_SEED, EVAL_STREAM).to(base.device)
+    windows = choose_windows(batch, cfg.windows_per_row, base.cfg.window, slot_offset(model_mode(cfg.objective)),
+                             UNIFORM, VAL_WINDOW_SEED, EVAL_STREAM).to(base.device)
     slots = slot_inputs(batch, windows, teacher)
     logits = window_pass(base, batch, windows, slots.u, teacher.cache, base.cfg.first_slot_token)
     crop_cache(teacher.cache, batch.tokens.shape[1])
@@ -155,7 +154,7 @@ def eval_result(totals: torch.Tensor, objective: str, window: int | None = None)
     slots = max(slots, 1.0)
     metrics = {"mean_correct": mean_correct, "val_loss": loss_sum / slots, "val_accuracy": right / slots,
                "val_windows": windows}
-    if layout_shift(objective) == 1:
+    if model_mode(objective) == "c-ptp":
         metrics["slot_ppl"] = math.exp(slot_nll / slots)
         metrics["teacher_ppl"] = math.exp(teacher_nll / slots)
         metrics["ppl_ratio"] = metrics["slot_ppl"] / metrics["teacher_ppl"]

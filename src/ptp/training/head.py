@@ -88,9 +88,9 @@ def window_pass(model: PTPModel, row: FeatureRow, starts: torch.Tensor, z: torch
     left, right = row.left[index_c], row.right[index_c]
     u = torch.where(inside, left + z * (right - left), torch.full_like(z, 0.5))
     u = torch.minimum(u, torch.nextafter(right, torch.zeros_like(right))).clamp(0.0, 1.0 - 2**-24)
-    categorical = not model.cfg.slot_sees_own_u
-    # O-PTP: slot j carries u_{s+j}. C-PTP: u_{s+j-1} (slot 0 a constant: the token before it is known).
-    slot_u = torch.cat([torch.full_like(u[:, :1], 0.5), u[:, :-1]], 1) if categorical else u
+    # Slot j carries u_{s+j-slot_offset}. O-PTP: u_{s+j}. C-PTP: u_{s+j-1} (slot 0 a constant: the token
+    # before it is known).
+    slot_u = torch.cat([torch.full_like(u[:, :1], 0.5), u[:, :-1]], 1) if model.cfg.slot_offset else u
     ctx = head.embed_context(row.features[:ctx_len].to(device).float())  # [C, H]
     features = row.features.to(device).float()
     last = torch.where((starts >= 2)[:, None].to(device), features[(starts - 2).clamp(min=0)],
@@ -110,7 +110,7 @@ def window_pass(model: PTPModel, row: FeatureRow, starts: torch.Tensor, z: torch
     targets = head.draft_index[row.tokens[index_c].to(device)].reshape(-1)
     targets = torch.where(inside.reshape(-1).to(device), targets, torch.full_like(targets, NO_DRAFT_ID))
     valid = (targets != NO_DRAFT_ID).reshape(n, window)
-    if categorical:
+    if model.cfg.mode == "c-ptp":
         # Distillation: the teacher's processed distribution of token s+j (from its stored feature at
         # s+j-1, over the draft vocabulary) is the target; the draft is pick(u_{s+j}, head's distribution).
         with torch.no_grad():

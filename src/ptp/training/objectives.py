@@ -44,11 +44,6 @@ def model_mode(objective: str) -> str:
     return OBJECTIVES[objective]
 
 
-def layout_shift(objective: str) -> int:
-    """0: the slot carrying u_k predicts t_k (O-PTP, MTP); 1: it predicts t_{k+1} (C-PTP)."""
-    return 1 if model_mode(objective) == "c-ptp" else 0
-
-
 @dataclass(frozen=True)
 class TeacherPass:
     """What one teacher pass over a packed batch leaves behind."""
@@ -131,7 +126,7 @@ def slot_losses(objective: str, logits: torch.Tensor, slots: SlotInputs, windows
 
 def slot_predictions(objective: str, logits: torch.Tensor, u_next: torch.Tensor, order: str = "id") -> torch.Tensor:
     """Draft tokens [B, N, L]: argmax (O-PTP, MTP) or pick(u_{k}, softmax) (C-PTP), as decoding does."""
-    if layout_shift(objective) == 0:
+    if model_mode(objective) != "c-ptp":
         return logits.argmax(-1)
     return pick(u_next, torch.softmax(logits.float(), dim=-1), order)
 

@@ -3,10 +3,10 @@
 Notation (the decoding conventions of ptp.decoding):
 - A window of L u-slots starts at row index s (its first token t_s, a predictable token). Slot j
   carries u_{s+j}.
-- O-PTP / MTP (``shift`` 0): slot j sits at position id pos(s) + j - 1 and predicts t_{s+j}.
-- C-PTP (``shift`` 1): slot j sits at position id pos(s) + j (where t_{s+j} would be) and predicts the
-  distribution of t_{s+j+1}; t_s itself is the teacher's pick at row s - 1.
-- The target of slot j is therefore token k = s + j + shift; the slot is *valid* when k lies in the
+- O-PTP / MTP (slot offset 0): slot j sits at position id pos(s) + j - 1 and predicts t_{s+j}.
+- C-PTP (slot offset 1): slot j sits at position id pos(s) + j (where t_{s+j} would be) and predicts
+  the distribution of t_{s+j+1}; t_s itself is the teacher's pick at row s - 1.
+- The target of slot j is therefore token k = s + j + slot_offset; the slot is *valid* when k lies in the
   window's document (and, once the teacher is known, every token s..k has positive teacher mass).
 - u_k = u_in_interval(bin_edges(Q_k, t_k), z) with Q_k the teacher's processed distribution of t_k
   (teacher row k - 1) and z ~ Beta(b, b) in training, U(0, 1) in validation.
@@ -39,7 +39,7 @@ class Windows:
     targets: torch.Tensor  # [B, N, L] row index of each slot's target token (clamped into the row)
     valid: torch.Tensor  # [B, N, L] bool: the target lies in the window's document
     z: torch.Tensor  # [B, N, L + 1] interval fractions for u_s .. u_{s+L}
-    shift: int  # 0: O-PTP/MTP layout, 1: C-PTP layout
+    slot_offset: int  # 0: O-PTP/MTP layout, 1: C-PTP layout (``ptp.model.slot_offset``)
 
     @property
     def length(self) -> int:
@@ -47,14 +47,14 @@ class Windows:
 
     def to(self, device) -> Windows:
         return Windows(self.starts.to(device), self.targets.to(device), self.valid.to(device),
-                       self.z.to(device), self.shift)
+                       self.z.to(device), self.slot_offset)
 
 
 def row_generator(seed: int, stream: int, row_id: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, row_id])
 
 
-def choose_windows(batch: PackedBatch, n_windows: int, length: int, shift: int, beta: float,
+def choose_windows(batch: PackedBatch, n_windows: int, length: int, slot_offset: int, beta: float,
                    seed: int, stream: int = TRAIN_STREAM) -> Windows:
     """Up to n_windows distinct starts per row, uniform over its predictable tokens, and their z's."""
     b, s = batch.tokens.shape
@@ -70,13 +70,13 @@ def choose_windows(batch: PackedBatch, n_windows: int, length: int, shift: int, 
         used[r, :count] = True
         z[r] = rng.beta(beta, beta, size=(n_windows, length + 1))
     starts_t = torch.from_numpy(starts)
-    targets = starts_t[:, :, None] + torch.arange(length)[None, None, :] + shift  # [B, N, L]
+    targets = starts_t[:, :, None] + torch.arange(length)[None, None, :] + slot_offset  # [B, N, L]
     in_row = targets < s
     targets = targets.clamp(max=s - 1)
     doc = batch.doc_ids.cpu()
     same_doc = doc.gather(1, targets.flatten(1)).view_as(targets) == doc.gather(1, starts_t)[:, :, None]
     valid = in_row & same_doc & torch.from_numpy(used)[:, :, None]
-    return Windows(starts_t, targets, valid, torch.from_numpy(z).float(), shift)
+    return Windows(starts_t, targets, valid, torch.from_numpy(z).float(), slot_offset)
 
 
 def slot_layout(n_windows: int, length: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,7 +90,7 @@ def slot_positions(batch: PackedBatch, windows: Windows) -> torch.Tensor:
     """Position ids [B, N, L] of the slots: pos(s) + j - 1 (O-PTP) or pos(s) + j (C-PTP)."""
     start_pos = batch.positions.gather(1, windows.starts)  # [B, N]
     j = torch.arange(windows.length, device=start_pos.device)
-    return start_pos[:, :, None] + j[None, None, :] + windows.shift - 1
+    return start_pos[:, :, None] + j[None, None, :] + windows.slot_offset - 1
 
 
 def token_intervals(q: torch.Tensor, tokens: torch.Tensor, order: str = "id") -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,4 +121,4 @@ def supported_valid(windows: Windows, on_support: torch.Tensor) -> torch.Tensor:
     """Slots whose target and every earlier window token are teacher-supported: [B, N, L] bool."""
     length = windows.length
     ok = on_support.to(torch.int64).cumprod(-1).bool()  # [B, N, L+1]: tokens s..s+i all supported
-    return windows.valid & ok[:, :, windows.shift : windows.shift + length]
+    return windows.valid & ok[:, :, windows.slot_offset : windows.slot_offset + length]
