@@ -9,10 +9,10 @@ from ptp.masks import step_mask, step_positions
 from ptp.testing import FAMILIES, randomize_adapters, tiny_teacher
 
 
-def reference_step_mask(cache_len, window_len, sizes, first_slot_token=False):
+def reference_step_mask(cache_len, verify_len, sizes, first_slot_token=False):
     """Loop-built reference from the definition in ptp.masks (first_slot_token: the group's first slot
-    replaces window row d, so the group sees rows < d)."""
-    rows = [("w", j, None) for j in range(window_len)]
+    replaces verify row d, so the group sees rows < d)."""
+    rows = [("w", j, None) for j in range(verify_len)]
     rows += [("g", i, d) for d, b in enumerate(sizes) for i in range(b)]
     q = len(rows)
     out = torch.zeros(q, cache_len + q, dtype=torch.bool)
@@ -31,15 +31,15 @@ def reference_step_mask(cache_len, window_len, sizes, first_slot_token=False):
 
 
 @settings(max_examples=100, deadline=None)
-@given(cache_len=st.integers(0, 6), window_len=st.integers(1, 5), first_slot_token=st.booleans(), data=st.data())
-def test_step_mask_matches_reference(cache_len, window_len, first_slot_token, data):
-    sizes = data.draw(st.lists(st.integers(0, 4), min_size=0, max_size=window_len))
-    got = step_mask(cache_len, window_len, sizes, first_slot_token=first_slot_token)[0, 0]
-    assert torch.equal(got, reference_step_mask(cache_len, window_len, sizes, first_slot_token))
+@given(cache_len=st.integers(0, 6), verify_len=st.integers(1, 5), first_slot_token=st.booleans(), data=st.data())
+def test_step_mask_matches_reference(cache_len, verify_len, first_slot_token, data):
+    sizes = data.draw(st.lists(st.integers(0, 4), min_size=0, max_size=verify_len))
+    got = step_mask(cache_len, verify_len, sizes, first_slot_token=first_slot_token)[0, 0]
+    assert torch.equal(got, reference_step_mask(cache_len, verify_len, sizes, first_slot_token))
 
 
 def test_step_positions_follow_the_slot_convention():
-    # cache 4, window [pending, d0, d1], groups of 2, 0 and 1 slots
+    # cache 4, verify rows [pending, d0, d1], groups of 2, 0 and 1 slots
     o = step_positions(4, 3, [2, 0, 1], slot_offset=0)[0].tolist()
     c = step_positions(4, 3, [2, 0, 1], slot_offset=1)[0].tolist()
     assert o == [4, 5, 6, 4, 5, 6]  # O-PTP: group d slot i at cache + d + i
@@ -48,12 +48,12 @@ def test_step_positions_follow_the_slot_convention():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_grouped_call_equals_each_hypothesis_alone(family):
-    """One PQD call = the verify window + each group run on its own assumed prefix."""
+    """One PQD call = the verify rows + each group run on its own assumed prefix."""
     model = ptp.PTPModel.from_teacher(tiny_teacher(family), lora_rank=4).eval()
     randomize_adapters(model, seed=5)
     gen = torch.Generator().manual_seed(0)
     prefix = torch.randint(48, (1, 6), generator=gen)
-    window = torch.randint(48, (1, 3), generator=gen)  # pending + 2 drafts
+    verify_rows = torch.randint(48, (1, 3), generator=gen)  # pending + 2 drafts
     sizes = [2, 3, 2]
     u_slots = torch.rand(1, sum(sizes), generator=gen)
 
@@ -64,7 +64,7 @@ def test_grouped_call_equals_each_hypothesis_alone(family):
         return cache
 
     q = 3 + sum(sizes)
-    tokens = torch.cat([window, torch.zeros(1, sum(sizes), dtype=torch.long)], 1)
+    tokens = torch.cat([verify_rows, torch.zeros(1, sum(sizes), dtype=torch.long)], 1)
     u = torch.cat([torch.zeros(1, 3), u_slots], 1)
     is_slot = torch.arange(q)[None] >= 3
     with torch.no_grad():
@@ -72,7 +72,7 @@ def test_grouped_call_equals_each_hypothesis_alone(family):
                         cache=cache_of(prefix)).logits[0]
         start = 3
         for d, b in enumerate(sizes):
-            context = torch.cat([prefix, window[:, : d + 1]], 1)  # prefix + pending + d drafts
+            context = torch.cat([prefix, verify_rows[:, : d + 1]], 1)  # prefix + pending + d drafts
             n = context.shape[1]
             alone = model(torch.zeros(1, b, dtype=torch.long), u_slots[:, start - 3 : start - 3 + b],
                           torch.ones(1, b, dtype=torch.bool), torch.arange(b)[None] + n - 1,

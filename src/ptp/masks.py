@@ -1,14 +1,14 @@
 """Attention masks and position ids for decoding calls.
 
 A decoding call on top of a KV cache of C entries holds, in this order:
-- the verify window: the pending token (last verified, not yet cached) and m unverified drafts,
+- the verify rows: the pending token (last verified, not yet cached) and m unverified drafts,
   causal among themselves, at positions C..C+m;
 - hypothesis groups d = 0..m of u-slots: group d assumes the first d drafts will be accepted, so it
-  sees the cache, window rows 0..d and its own earlier slots (and itself).
+  sees the cache, verify rows 0..d and its own earlier slots (and itself).
 Groups never see each other. Masks are bool, True = may attend.
 
-With ``first_slot_token`` (a model option) the first slot of a group carries window row d's token at
-row d's position: it *replaces* that row for the group, so the group sees window rows 0..d-1 only (in
+With ``first_slot_token`` (a model option) the first slot of a group carries verify row d's token at
+row d's position: it *replaces* that row for the group, so the group sees verify rows 0..d-1 only (in
 training: a window at s sees its document's tokens before s - 1). With zero adapters the first slot
 then computes exactly the teacher's row.
 """
@@ -18,17 +18,17 @@ from __future__ import annotations
 import torch
 
 
-def step_mask(cache_len: int, window_len: int, group_sizes: list[int], device=None,
+def step_mask(cache_len: int, verify_len: int, group_sizes: list[int], device=None,
               first_slot_token: bool = False) -> torch.Tensor:
-    """Mask [1, 1, Q, cache_len + Q] for one call: window_len window rows then the groups."""
-    q = window_len + sum(group_sizes)
+    """Mask [1, 1, Q, cache_len + Q] for one call: verify_len verify rows then the groups."""
+    q = verify_len + sum(group_sizes)
     allowed = torch.zeros(q, cache_len + q, dtype=torch.bool, device=device)
     allowed[:, :cache_len] = True
     w0 = cache_len
-    allowed[:window_len, w0 : w0 + window_len] = torch.tril(
-        torch.ones(window_len, window_len, dtype=torch.bool, device=device)
+    allowed[:verify_len, w0 : w0 + verify_len] = torch.tril(
+        torch.ones(verify_len, verify_len, dtype=torch.bool, device=device)
     )
-    row = window_len
+    row = verify_len
     for d, size in enumerate(group_sizes):
         if size == 0:
             continue
@@ -41,13 +41,13 @@ def step_mask(cache_len: int, window_len: int, group_sizes: list[int], device=No
     return allowed[None, None]
 
 
-def step_positions(cache_len: int, window_len: int, group_sizes: list[int], slot_offset: int) -> torch.Tensor:
-    """Position ids [1, Q]: window at cache_len.., group d slot i at cache_len + d + i + slot_offset.
+def step_positions(cache_len: int, verify_len: int, group_sizes: list[int], slot_offset: int) -> torch.Tensor:
+    """Position ids [1, Q]: verify rows at cache_len.., group d slot i at cache_len + d + i + slot_offset.
 
     slot_offset (``ptp.model.slot_offset``) is 0 for O-PTP (the slot carrying u_k predicts t_k and sits
     at t_k's position - 1) and 1 for C-PTP (the slot carrying u_k sits where token t_k would).
     """
-    parts = [torch.arange(cache_len, cache_len + window_len)]
+    parts = [torch.arange(cache_len, cache_len + verify_len)]
     for d, size in enumerate(group_sizes):
         parts.append(torch.arange(size) + cache_len + d + slot_offset)
     return torch.cat(parts)[None]

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="0.96,0.02,0.02", help="train,val,test fractions (by hash of file path)")
     p.add_argument("--max-file-bytes", type=int, default=CORPUS.max_file_bytes, help="skip larger files")
     p.add_argument("--max-heldout-overlap", type=float, default=CORPUS.max_heldout_overlap,
-                   help="val/test files with more of their 3-line windows found in train move to train (1 = off)")
+                   help="val/test files with more of their 3-line shingles found in train move to train (1 = off)")
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing corpus directory")
 
 

@@ -10,7 +10,7 @@ Terms:
   ``torch/nn/modules/linear.py``. It identifies a file in the manifest and decides its split.
 - split: train / val / test, chosen by a SHA-256 hash of the relative path, so a file lands in the same
   split on every machine and with every package list. Test-split files never enter training.
-- decontamination: a val/test file whose line windows (``OVERLAP_WINDOW``) mostly occur in train
+- decontamination: a val/test file whose line shingles (runs of ``SHINGLE_LINES`` lines) mostly occur in train
   files is a near-copy of training data; it is moved to train (``max_heldout_overlap``, recorded in
   the manifest's ``moved_to_train``), so held-out loss and prompts measure unseen code.
 
@@ -47,11 +47,11 @@ DEFAULT_PACKAGES = (
 )
 SKIP_DIRS = frozenset({"__pycache__", "site-packages", "dist-packages"})
 SPLIT_HASH_BITS = 64  # leading bits of SHA-256(relative path) mapped to [0, 1)
-# Held-out decontamination: a file's "near-copy fingerprints" are its runs of this many consecutive
-# non-blank stripped lines. Path-hash splits alone leave near-copies on both sides (measured on our
-# corpus: 66 % of transformers' val windows occur in train, via modular_x.py / modeling_x.py pairs and
+# Held-out decontamination: a file's "near-copy fingerprints" (line shingles) are its runs of this many
+# consecutive non-blank stripped lines. Path-hash splits alone leave near-copies on both sides (measured on our
+# corpus: 66 % of transformers' val shingles occur in train, via modular_x.py / modeling_x.py pairs and
 # "Copied from" blocks), which would make held-out loss and benchmark prompts look better than they are.
-OVERLAP_WINDOW = 3
+SHINGLE_LINES = 3
 SKIP_REASONS = ("too_large", "unreadable", "binary", "not_utf8", "empty", "duplicate")
 
 
@@ -64,7 +64,7 @@ class CorpusConfig:
     require_packages: bool = False  # True: a package that is not installed is an error, not a skip
     split_fractions: tuple[float, float, float] = (0.96, 0.02, 0.02)  # train, val, test
     max_file_bytes: int = 512_000  # larger files (mostly generated tables) are skipped
-    max_heldout_overlap: float = 0.5  # val/test files with more of their line windows in train move to train
+    max_heldout_overlap: float = 0.5  # val/test files with more of their line shingles in train move to train
 
     def __post_init__(self) -> None:
         fractions = self.split_fractions
@@ -167,20 +167,20 @@ def read_source(path: Path, max_bytes: int) -> tuple[str | None, str | None]:
 
 
 
-def line_windows(text: str) -> list[tuple[str, ...]]:
-    """Every run of OVERLAP_WINDOW consecutive non-blank lines of text, stripped: near-copy fingerprints."""
+def line_shingles(text: str) -> list[tuple[str, ...]]:
+    """Every run of SHINGLE_LINES consecutive non-blank lines of text, stripped: near-copy fingerprints."""
     lines = [line.strip() for line in text.split("\n") if line.strip()]
-    return [tuple(lines[i : i + OVERLAP_WINDOW]) for i in range(len(lines) - OVERLAP_WINDOW + 1)]
+    return [tuple(lines[i : i + SHINGLE_LINES]) for i in range(len(lines) - SHINGLE_LINES + 1)]
 
 
 def overlap_with(texts: list[str], reference: Iterable[str]) -> list[float]:
-    """Per text, the fraction of its line windows that also occur in the reference texts."""
-    windows = [set(line_windows(t)) for t in texts]
-    wanted = set().union(*windows)
+    """Per text, the fraction of its line shingles that also occur in the reference texts."""
+    shingles = [set(line_shingles(t)) for t in texts]
+    wanted = set().union(*shingles)
     found = set()
     for text in reference:
-        found.update(w for w in line_windows(text) if w in wanted)
-    return [len(w & found) / len(w) if w else 0.0 for w in windows]
+        found.update(w for w in line_shingles(text) if w in wanted)
+    return [len(w & found) / len(w) if w else 0.0 for w in shingles]
 
 
 def _collect(trees: list[SourceTree], cfg: CorpusConfig, on_file: Callable[[str], None] | None,

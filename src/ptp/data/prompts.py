@@ -6,7 +6,7 @@ line through the line that closes the docstring, and the *reference* is the rest
 Source text is kept exactly, indentation included, so ``prompt + reference`` is the function's source.
 
 Selection is deterministic: candidates outside the size limits and repeated prompts are dropped, so
-are bodies mostly found verbatim in the train split (functions copied between files; the line-window
+are bodies mostly found verbatim in the train split (functions copied between files; the line-shingle
 test of ``corpus.overlap_with``); the rest are ranked by a hash of their id (a fixed pseudo-random
 sample across files and packages), the first ``max_prompts`` are kept and written sorted by id.
 An id is ``<relative path>:<line>:<qualname>``.
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptp.data.corpus import OVERLAP_WINDOW, iter_corpus_files, overlap_with
+from ptp.data.corpus import SHINGLE_LINES, iter_corpus_files, overlap_with
 from ptp.data.documents import iter_json_records
 
 FUNCTION_NODES = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -36,8 +36,8 @@ class PromptConfig:
     min_body_chars: int = 40  # references shorter than this are too trivial to benchmark
     max_body_chars: int = 4000  # ... and longer ones are mostly data
     max_prompt_chars: int = 4000  # signature + docstring longer than this is skipped
-    min_body_lines: int = OVERLAP_WINDOW  # non-blank reference lines; fewer is too trivial to benchmark
-    max_train_overlap: float = 0.5  # drop prompts whose body's line windows occur in train more than this
+    min_body_lines: int = SHINGLE_LINES  # non-blank reference lines; fewer is too trivial to benchmark
+    max_train_overlap: float = 0.5  # drop prompts whose body's line shingles occur in train more than this
 
     def __post_init__(self) -> None:
         if self.max_prompts < 1:
@@ -99,7 +99,7 @@ def extract_prompts(path: str, text: str) -> Iterator[Prompt]:
 
 
 def train_overlap(prompts: list[Prompt], train_files: Iterable[tuple[str, str]]) -> list[float]:
-    """Per prompt, the fraction of its reference's line windows that also occur in the train files."""
+    """Per prompt, the fraction of its reference's line shingles that also occur in the train files."""
     return overlap_with([p.reference for p in prompts], (text for _, text in train_files))
 
 

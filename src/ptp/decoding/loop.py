@@ -10,7 +10,7 @@ u's the drafter used, and emits only verified tokens, so all methods emit the sa
 - ``draft-verify`` with a feature head (``ptp.head``): the head drafts from the teacher's features
   (its own small call), then the teacher verifies; the verifier call's features of the accepted rows
   feed the head's next call.
-- ``pqd``: one call holding the verify window (pending + drafts) and hypothesis groups d = 0..m;
+- ``pqd``: one call holding the verify rows (pending + drafts) and hypothesis groups d = 0..m;
   after verification, the group for the actual number accepted supplies the next drafts, and the
   slot budget for the next call is split over groups by expected gain (see ``budget``).
 """
@@ -78,7 +78,7 @@ class _State:
 
 def _ar_step(s: _State) -> tuple[Verdict, int]:
     call = run_call(s.model, s.cache, [s.context[-1]], [], s.generated, s.ustream)
-    return verify(call.window, [], s.ustream.take(s.generated, 1), s.sampling), 1
+    return verify(call.teacher, [], s.ustream.take(s.generated, 1), s.sampling), 1
 
 
 def _head_step(s: _State) -> tuple[Verdict, int]:
@@ -100,7 +100,7 @@ def _head_step(s: _State) -> tuple[Verdict, int]:
         s.head_features = s.head_features[:0]
         drafts = s.drafter.propose(logits, anchor, s.context, ustream).tokens.tolist()
     verifier = run_call(s.model, s.cache, [s.context[-1], *drafts], [], n, s.ustream)
-    verdict = verify(verifier.window, drafts, s.ustream.take(n, len(drafts) + 1), s.sampling)
+    verdict = verify(verifier.teacher, drafts, s.ustream.take(n, len(drafts) + 1), s.sampling)
     # The pending token and the accepted drafts enter the teacher's cache: their features join the head's.
     s.head_features = torch.cat([s.head_features, verifier.features[: verdict.accepted + 1]])
     s.head_last = s.head_features[-1]
@@ -116,13 +116,13 @@ def _draft_verify_step(s: _State) -> tuple[Verdict, int]:
     crop_cache(s.cache, s.cache_len)
     drafts: list[int] = []
     if offset:  # C-PTP: the first draft is the teacher's own pick from the pending row
-        drafts.append(int(pick(s.ustream.take(n, 1)[0], process(call.window[0], s.sampling), s.sampling.order)))
+        drafts.append(int(pick(s.ustream.take(n, 1)[0], process(call.teacher[0], s.sampling), s.sampling.order)))
     if slots:
         drafts += s.drafter.propose(call.groups[0], n, s.context, s.ustream).tokens.tolist()
     drafts = drafts[: s.room(s.cache_len + 1)]
     verifier = run_call(s.model, s.cache, [s.context[-1], *drafts], [], n, s.ustream)
     u = s.ustream.take(n, len(drafts) + 1)
-    return verify(verifier.window, drafts, u, s.sampling), 2
+    return verify(verifier.teacher, drafts, u, s.sampling), 2
 
 
 def _pqd_step(s: _State) -> tuple[Verdict, int]:
@@ -141,7 +141,7 @@ def _pqd_step(s: _State) -> tuple[Verdict, int]:
     )
     sizes = [min(b, s.room(s.cache_len + d + offset)) for d, b in enumerate(sizes)]
     call = run_call(s.model, s.cache, [s.context[-1], *pending], sizes, n, s.ustream)
-    verdict = verify(call.window, pending, s.ustream.take(n, len(pending) + 1), s.sampling)
+    verdict = verify(call.teacher, pending, s.ustream.take(n, len(pending) + 1), s.sampling)
     a = verdict.accepted
     s.drafts = None
     if sizes[a]:

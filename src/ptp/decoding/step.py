@@ -1,7 +1,7 @@
 """One decoding call and its verification.
 
-``run_call`` runs the network once over [verify window | hypothesis groups] on top of the KV cache;
-``verify`` turns the window's teacher logits into the verified tokens; ``head_draft`` runs a feature
+``run_call`` runs the network once over [verify rows | hypothesis groups] on top of the KV cache;
+``verify`` turns the teacher logits of the verify rows into the verified tokens; ``head_draft`` runs a feature
 head's drafting call.
 """
 
@@ -23,44 +23,44 @@ from ptp.ustream import UStream
 class CallLogits:
     """Logits of one call, split by role."""
 
-    window: torch.Tensor  # [m + 1, V] teacher logits after the pending token and each draft
+    teacher: torch.Tensor  # [m + 1, V] teacher logits of the verify rows: after the pending token and each draft
     groups: list[torch.Tensor]  # group d: [b_d, V] drafter logits
-    features: torch.Tensor | None = None  # [m + 1, H] the teacher's features of the window (feature heads)
+    features: torch.Tensor | None = None  # [m + 1, H] the teacher's features of the verify rows (feature heads)
 
 
 def run_call(
     model: PTPModel,
     cache,
-    window: list[int],  # pending token, then the m drafts
+    verify_rows: list[int],  # the pending token, then the m drafts
     group_sizes: list[int],  # u-slots per hypothesis group d = 0..len-1
     first_index: int,  # generated index of the token that follows the pending one
     ustream: UStream,
 ) -> CallLogits:
     """Run the network once; the cache grows by the call's length (crop it afterwards)."""
     cache_len = cache.get_seq_length()
-    window_len, n_slots = len(window), sum(group_sizes)
+    verify_len, n_slots = len(verify_rows), sum(group_sizes)
     device = model.device
-    # Group d's first slot sits on window row d's position and may carry its token (first_slot_token).
-    slot_tokens = [t for d, size in enumerate(group_sizes) if size for t in [window[d]] + [NO_TOKEN] * (size - 1)]
-    tokens = torch.tensor(window + slot_tokens, device=device)[None]  # [1, Q]
+    # Group d's first slot sits on verify row d's position and may carry its token (first_slot_token).
+    slot_tokens = [t for d, size in enumerate(group_sizes) if size for t in [verify_rows[d]] + [NO_TOKEN] * (size - 1)]
+    tokens = torch.tensor(verify_rows + slot_tokens, device=device)[None]  # [1, Q]
     is_slot = torch.zeros_like(tokens, dtype=torch.bool)
-    is_slot[:, window_len:] = True
+    is_slot[:, verify_len:] = True
     # Group d slot i carries u_{first_index + d + i}.
-    u_parts = [torch.zeros(window_len)]
+    u_parts = [torch.zeros(verify_len)]
     u_parts += [ustream.take(first_index + d, size) for d, size in enumerate(group_sizes) if size]
     u = torch.cat(u_parts).to(device)[None]  # [1, Q]
-    positions = step_positions(cache_len, window_len, group_sizes, model.cfg.slot_offset).to(device)
-    # A plain causal window needs no explicit mask (the model builds the usual one).
-    mask = step_mask(cache_len, window_len, group_sizes, device, model.cfg.first_slot_token) if n_slots else None
+    positions = step_positions(cache_len, verify_len, group_sizes, model.cfg.slot_offset).to(device)
+    # Verify rows alone need no explicit mask (the model builds the usual causal one).
+    mask = step_mask(cache_len, verify_len, group_sizes, device, model.cfg.first_slot_token) if n_slots else None
     out = model(tokens, u, is_slot, positions, attention_mask=mask, cache=cache)
     logits = out.logits[0]  # [Q, V]
-    groups, row = [], window_len
+    groups, row = [], verify_len
     for size in group_sizes:
         groups.append(logits[row : row + size])
         row += size
     features = getattr(out, "features", None)
-    return CallLogits(window=logits[:window_len], groups=groups,
-                      features=None if features is None else features[0, :window_len])
+    return CallLogits(teacher=logits[:verify_len], groups=groups,
+                      features=None if features is None else features[0, :verify_len])
 
 
 def head_draft(model: PTPModel, head_cache, context_features: torch.Tensor, last_feature: torch.Tensor,
@@ -94,13 +94,13 @@ def head_draft(model: PTPModel, head_cache, context_features: torch.Tensor, last
 
 
 def verify(
-    window_logits: torch.Tensor,  # [m + 1, V]
+    teacher_logits: torch.Tensor,  # [m + 1, V] of the verify rows
     drafts: list[int],  # [m]
     u: torch.Tensor,  # [m + 1]: the u of each verified position
     sampling: SamplingConfig,
 ) -> Verdict:
     """Teacher picks with the drafts' own u's; accept the longest matching prefix plus one token."""
-    teacher = pick(u, process(window_logits, sampling), sampling.order)  # [m + 1]
+    teacher = pick(u, process(teacher_logits, sampling), sampling.order)  # [m + 1]
     m = len(drafts)
     if m == 0:
         return Verdict(accepted=0, tokens=[int(teacher[0])])

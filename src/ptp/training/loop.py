@@ -214,7 +214,7 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
     if acc.is_main_process:
         callbacks.on_start(state.step, cfg.max_steps, resumed)
     last_eval: EvalResult | None = None
-    window = _Window()
+    since_report = _StepSums()
     budget_s = cfg.max_minutes * 60  # 0: no time limit
     stop_reason = "max_steps"
     while state.step < cfg.max_steps:
@@ -227,13 +227,13 @@ def train(task: Task, cfg: TrainConfig, optim: OptimConfig, callbacks: Callbacks
         state.step += 1
         state.elapsed_s += seconds
         state.tokens += int(sums[3])
-        window.add(sums, seconds, grad_norm)
+        since_report.add(sums, seconds, grad_norm)
         time_left = max(0.0, budget_s - state.elapsed_s) if budget_s else math.inf
         if acc.is_main_process and (state.step % cfg.log_every == 0 or state.step == cfg.max_steps):
-            progress = window.report(state.step, cfg.max_steps, lr, time_left)
+            progress = since_report.report(state.step, cfg.max_steps, lr, time_left)
             writer.log_train(progress, state.elapsed_s)
             callbacks.on_progress(progress)
-            window = _Window()
+            since_report = _StepSums()
         out_of_time = time_left == 0.0
         is_eval = (cfg.eval_every and state.step % cfg.eval_every == 0) or state.step == cfg.max_steps or out_of_time
         is_best = False
@@ -331,7 +331,7 @@ def _save(task: Task, model, run_dir: Path, state: _RunState, optimizer, last_ev
     acc.wait_for_everyone()
 
 
-class _Window:
+class _StepSums:
     """Sums over the steps since the last progress report."""
 
     def __init__(self) -> None:
@@ -347,7 +347,7 @@ class _Window:
         self.steps += 1
 
     def report(self, step: int, max_steps: int, lr: float, time_left: float) -> Progress:
-        """Means over the window; the ETA is the nearer of max_steps and the time budget's end."""
+        """Means over these steps; the ETA is the nearer of max_steps and the time budget's end."""
         loss_sum, count, correct, tokens = self.sums.tolist()
         per_step = self.seconds / max(1, self.steps)
         return Progress(step, max_steps, loss_sum / max(count, 1.0), correct / max(count, 1.0), lr,
