@@ -1,5 +1,6 @@
 """The feature-head drafter: lossless decoding, train/decode agreement, persistence, and that it learns."""
 
+import argparse
 from dataclasses import replace
 
 import pytest
@@ -8,9 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ptp
+from ptp.cli import train_head as train_head_cli
 from ptp.data.features import FeatureConfig, read_features, relayout, sample_with_features, write_features
 from ptp.decoding.step import head_draft
 from ptp.head import HeadConfig, frequent_tokens
+from ptp.model import TRAIN_WINDOW
 from ptp.testing import FAMILIES, tiny_teacher
 from ptp.training.head import HeadTrainConfig, evaluate, train_head, window_pass
 
@@ -202,3 +205,10 @@ def test_train_head_cli_mixes_orders_and_continues_from_init(tmp_path):
         torch.testing.assert_close(second.trainable_state_dict()[key], value, atol=1e-4, rtol=0)
     assert main([*common, "--out", str(tmp_path / "r3"), "--mode", "mtp", "--init",
                  str(tmp_path / "r1" / "best")]) == 2  # a mode the init was not trained in
+
+
+def test_train_head_window_default_is_the_library_one():
+    """ptp train-head writes its --window default as a literal (--help imports no torch); it is TRAIN_WINDOW."""
+    parser = argparse.ArgumentParser()
+    train_head_cli.add_arguments(parser)
+    assert parser.get_default("window") == TRAIN_WINDOW

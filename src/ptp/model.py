@@ -49,6 +49,9 @@ MODES = ("o-ptp", "c-ptp", "mtp")
 DRAFTERS = ("lora", "head")  # one network (teacher + gated LoRA) or a feature head over the teacher's features
 CONSTANT_U = 0.5  # the u every slot sees in mtp mode
 NO_TOKEN = -1  # token id given at u-slots that carry no token
+DEFAULT_WINDOW = 16  # PTPConfig.window of a model built in Python (PTPModel.from_teacher)
+TRAIN_WINDOW = 8  # the window ``ptp train`` (DrafterConfig) and ``ptp train-head --window`` give a new drafter
+DEFAULT_SLOT_BUDGET = 16  # PQD u-slots per call until ``ptp tune`` measures a machine's best
 
 
 def slot_offset(mode: str) -> int:
@@ -60,15 +63,21 @@ def slot_offset(mode: str) -> int:
 
 @dataclass(frozen=True)
 class PTPConfig:
-    """Everything needed to rebuild a PTPModel around its teacher."""
+    """Everything needed to rebuild a PTPModel around its teacher (the ``ptp`` entry of ptp_config.json).
+
+    ``window`` (checkpoint key ``window``) is the length of a training window: the run of consecutive
+    u-slots, starting at one token, that the drafter was trained to fill (``ptp.training.windows``).
+    Decoding proposes at most that many drafts per drafter call (draft-verify) or per hypothesis group
+    (pqd; an O-PTP group holds one slot more, its first slot predicting the token being verified).
+    """
 
     mode: str = "o-ptp"  # one of MODES
     embedding: str = "binary"  # u-embedding feature map, see ptp.embedding
     lora: LoraConfig = field(default_factory=LoraConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # the drafter was distilled at it
-    window: int = 16  # u-slots per training window; the longest draft a group may propose
+    window: int = DEFAULT_WINDOW  # u-slots per training window; the longest draft a group may propose
     correct_hist: tuple[float, ...] = ()  # validation histogram of leading-correct counts (PQD uses it)
-    slot_budget: int = 16  # default PQD u-slots per call (``ptp tune`` measures the best for a machine)
+    slot_budget: int = DEFAULT_SLOT_BUDGET  # default PQD u-slots per call (``ptp tune`` measures a machine's best)
     # The first u-slot of a window (or hypothesis group) also carries the embedding of the token before
     # it. It sits at that token's position, so it starts from exactly the teacher's state there (O-PTP
     # and MTP only: a C-PTP slot sits one position later).
@@ -123,7 +132,7 @@ class PTPConfig:
             sampling=SamplingConfig.from_dict(data["sampling"]),
             window=data["window"],
             correct_hist=tuple(float(x) for x in data.get("correct_hist", ())),
-            slot_budget=int(data.get("slot_budget", 16)),
+            slot_budget=int(data.get("slot_budget", DEFAULT_SLOT_BUDGET)),
             first_slot_token=bool(data.get("first_slot_token", False)),
             drafter=data.get("drafter", "lora"),
             head=HeadConfig.from_dict(data.get("head", {})),
@@ -193,7 +202,7 @@ class PTPModel(nn.Module):
         lora_alpha: float | None = None,
         embedding: str = "binary",
         sampling: SamplingConfig | None = None,
-        window: int = 16,
+        window: int = DEFAULT_WINDOW,
         first_slot_token: bool = False,
         drafter: str = "lora",
         head: HeadConfig | None = None,

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "u-blind control")
     p.add_argument("--layers", type=int, default=h.layers, help="decoder layers of the head")
     p.add_argument("--draft-vocab", type=int, default=h.draft_vocab, help="draft vocabulary size (0 = all)")
-    p.add_argument("--window", type=int, default=8, help="u-slots per window (the longest draft)")
+    p.add_argument("--window", type=int, default=8,  # ptp.model.TRAIN_WINDOW (a literal: --help imports no torch)
+                   help="u-slots per training window (the longest draft)")
     p.add_argument("--embedding", default="arith", help="u feature map (binary, arith, cosine, interp)")
     p.add_argument("--order", default="argmax", choices=("id", "argmax", "sorted"),
                    help="CDF order the drafter reads u in (argmax: u below the top probability means the "

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ptp.model import DEFAULT_SLOT_BUDGET
+
 METHODS = ("ar", "draft-verify", "pqd")
 
 
@@ -24,7 +26,7 @@ class DecodeConfig:
 
     method: str = "pqd"  # one of METHODS
     max_new_tokens: int = 128  # stop after this many new tokens
-    slot_budget: int = 16  # pqd: u-slots per call, split over the hypothesis groups
+    slot_budget: int = DEFAULT_SLOT_BUDGET  # pqd: u-slots per call, split over the hypothesis groups
     max_group_slots: int = 0  # pqd: most u-slots one group may get; 0 = the model's training window
     draft_len: int = 0  # draft-verify: u-slots per drafter call; 0 = the model's training window
     stop_strings: tuple[str, ...] = ()  # stop once the decoded text contains one (needs a tokenizer)

@@ -16,7 +16,7 @@ import torch
 
 from ptp.checkpoint_format import fingerprint, mismatch_message
 from ptp.data.shards import TokenShards
-from ptp.model import PTPModel, load_teacher
+from ptp.model import TRAIN_WINDOW, PTPModel, load_teacher
 from ptp.sampling import SamplingConfig
 from ptp.training.distill import DistillConfig, DistillTask
 from ptp.training.objectives import model_mode
@@ -34,7 +34,7 @@ class DrafterConfig:
     lora_rank: int = 64  # gated LoRA rank
     lora_alpha: float | None = None  # LoRA alpha; None = rank (scaling 1)
     embedding: str = "binary"  # u-embedding feature map: binary | arith | cosine | interp
-    window: int = 8  # u-slots per window (the longest draft)
+    window: int = TRAIN_WINDOW  # u-slots per training window (the longest draft)
     init_from: str | None = None  # a saved drafter (same teacher and shape) to start from instead of scratch
     first_slot_token: bool = False  # a window's first slot also carries the token before it (o-ptp, mtp)
 
