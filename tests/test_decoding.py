@@ -1,5 +1,6 @@
 """The lossless property and the decoding contract: every method emits exactly the tokens of ``ar``."""
 
+import inspect
 from dataclasses import replace
 
 import pytest
@@ -147,6 +148,13 @@ def test_stream_yields_verified_tokens_per_call():
     streamed = [t for c in chunks for t in c.tokens]
     assert streamed == run(model, [1, 2], 40, cfg, 5, "ar").tokens.tolist()
 
+
+
+def test_generate_shows_the_stream_parameters():
+    """generate is generate_stream run to the end: one signature, which help() and editors show."""
+    stream, whole = inspect.signature(ptp.generate_stream), inspect.signature(ptp.generate)
+    assert whole.parameters == stream.parameters and whole.return_annotation == "GenerateOutput"
+    assert ptp.generate.__name__ == "generate" and "generate_stream" in ptp.generate.__doc__
 
 def test_outputs_report_calls_and_timings():
     model = ptp_model("llama", "c-ptp")

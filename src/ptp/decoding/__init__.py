@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from typing import ParamSpec
 
 import torch
 
@@ -45,8 +47,14 @@ def generate_stream(
 ) -> Iterator[Chunk]:
     """Yield each call's verified tokens as soon as they are verified (first chunk: the prefill).
 
-    ``sampling`` defaults to the SamplingConfig the model was distilled at and ``slot_budget`` to the
-    model's tuned budget. Same arguments as ``generate``.
+    For one seed every method yields exactly the tokens of ``ar``. ``generate`` takes the same arguments
+    and returns the whole result.
+
+    method: "ar", "draft-verify" or "pqd"; None = the model's fastest (``PTPModel.default_method``).
+
+    sampling defaults to the SamplingConfig the model was distilled at. slot_budget (None: the model's
+    tuned budget), max_group_slots, draft_len (0: the model's): see DecodeConfig. stop_strings need the
+    tokenizer. eos_token_id defaults to the teacher's; drafter to the model's own (PTPDrafter).
     """
     cfg = DecodeConfig(
         method=method or model.default_method,
@@ -60,33 +68,24 @@ def generate_stream(
     return decode(model, input_ids, cfg, sampling, seed, drafter, tokenizer, eos_token_id)
 
 
-def generate(
-    model: PTPModel,
-    input_ids: torch.Tensor | Sequence[int],
-    max_new_tokens: int = 128,
-    sampling: SamplingConfig | None = None,
-    seed: int = 0,
-    method: str | None = None,
-    *,
-    slot_budget: int | None = None,
-    max_group_slots: int = 0,
-    draft_len: int = 0,
-    stop_strings: Sequence[str] = (),
-    tokenizer=None,
-    eos_token_id: int | list[int] | None = None,
-    drafter: Drafter | None = None,
-) -> GenerateOutput:
-    """Generate new tokens; for one seed every method returns exactly the tokens of ``ar``.
+_P = ParamSpec("_P")
 
-    method: "ar", "draft-verify" or "pqd"; None = the model's fastest (``PTPModel.default_method``).
 
-    slot_budget (None: the model's), max_group_slots, draft_len (0: the model's): see DecodeConfig. stop_strings need
-    the tokenizer.
-    eos_token_id defaults to the teacher's; drafter to the model's own (PTPDrafter).
+def _collected(stream: Callable[_P, Iterator[Chunk]]) -> Callable[_P, GenerateOutput]:
+    """A function with ``stream``'s parameters that runs the stream to the end (``collect``)."""
+
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> GenerateOutput:
+        return collect(stream(*args, **kwargs))
+
+    # help() and editors that read the runtime signature show stream's parameters, not *args/**kwargs.
+    run.__signature__ = inspect.signature(stream).replace(return_annotation="GenerateOutput")  # type: ignore[attr-defined]
+    return run
+
+
+generate = _collected(generate_stream)
+generate.__name__ = generate.__qualname__ = "generate"
+generate.__doc__ = """Generate new tokens; for one seed every method returns exactly the tokens of ``ar``.
+
+    Takes ``generate_stream``'s arguments (documented there) and runs it to the end: the new tokens,
+    call counts and timings as a GenerateOutput.
     """
-    stream = generate_stream(
-        model, input_ids, max_new_tokens, sampling, seed, method,
-        slot_budget=slot_budget, max_group_slots=max_group_slots, draft_len=draft_len,
-        stop_strings=stop_strings, tokenizer=tokenizer, eos_token_id=eos_token_id, drafter=drafter,
-    )
-    return collect(stream)
