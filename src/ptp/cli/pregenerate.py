@@ -22,7 +22,7 @@ from ptp.cli.defaults import PREGEN, ROWS_PER_SHARD
 
 NAME = "pregenerate"
 HELP = "sample teacher completions (or tokenize documents) into token shards"
-DEFAULT_SAMPLING = SimpleNamespace(temperature=0.7, top_k=50, top_p=0.95)  # the benchmark setting (issue 4)
+DEFAULT_SAMPLING = SimpleNamespace(temperature=0.7, top_k=50, top_p=0.95)  # the sampled setting `ptp bench` measures
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
