@@ -44,5 +44,5 @@ wait
 rm -rf src/ptp/assets/default-model
 $PTP export --checkpoint runs/o-ptp-small/best --out src/ptp/assets/default-model \
   --prompts data/prompts/test.jsonl --num-prompts 64
-$PTP tune --write --num-prompts 4
-$PTP demo --seed 0
+$PTP tune --model src/ptp/assets/default-model --write --num-prompts 4
+$PTP demo --model src/ptp/assets/default-model --seed 0

@@ -28,7 +28,7 @@ class PickingDrafter(PTPDrafter):
     """O-PTP slots drafted as pick(u, softmax(logits)) with their own u (C-PTP drafts as usual)."""
 
     def propose(self, slot_logits, anchor, context, ustream) -> Draft:
-        if self.categorical:
+        if self.slot_offset:
             return super().propose(slot_logits, anchor, context, ustream)
         probs = torch.softmax(slot_logits.float(), dim=-1)
         tokens = pick(ustream.take(anchor, slot_logits.shape[0]).to(probs.device), probs, self.order)
