@@ -1,6 +1,8 @@
 import hashlib
+import importlib.util
 import json
 import shutil
+import sys
 
 import pytest
 import torch
@@ -232,3 +234,119 @@ def test_bench_reports_every_figure_per_category(chat_dir, tmp_path, capsys):
     assert record["config"]["prompt_source"]["categories"] == ["translation"]
     assert list(record["results"][0]["categories"]) == ["translation"]
     assert "turn 2" not in capsys.readouterr().err
+
+
+# -- llama.cpp, the CPU peer (optional: llama-cpp-python is built from source) ------------------------------
+def test_llama_cpp_without_the_package_is_a_one_line_error(bench_dir, tmp_path, monkeypatch, capsys):
+    from ptp.bench.llama_cpp import LlamaCppMethod
+    from ptp.extras import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` fails as if it were not installed
+    for method in ("llama-cpp", "llama-cpp-pld"):
+        assert main(["bench", "--model", str(bench_dir / "model"), "--prompts", str(bench_dir / "prompts.jsonl"),
+                     "--methods", "ar", method, "--json", str(tmp_path / "bench.json")]) == 2
+        assert capsys.readouterr().err == (f"ptp bench: error: ptp bench --methods {method} needs llama_cpp, which "
+                                           "is not installed: pip install 'parallel-token-prediction[llama-cpp]'\n")
+    assert not (tmp_path / "bench.json").exists()
+    with pytest.raises(MissingExtra, match=r"^method llama-cpp-pld needs llama_cpp, .*\[llama-cpp\]'$"):
+        LlamaCppMethod(tmp_path / "x.gguf", [0], 256, 1, pld=True)
+
+
+def test_llama_cpp_needs_a_gguf_teacher_and_a_sized_context(bench_dir):
+    from ptp.bench.llama_cpp import context_size, teacher_gguf
+    from ptp.bench.prompts import BenchPrompt
+    from ptp.bench.runner import BenchConfig
+
+    with pytest.raises(ValueError, match=r"run the teacher's GGUF file, but .* records the teacher"):
+        teacher_gguf(bench_dir / "model")  # its teacher is a saved folder
+    prompts = [BenchPrompt("a", list(range(300))), BenchPrompt("b", list(range(10)))]
+    assert context_size(prompts, 64) == 512 and context_size(prompts, 64, limit=400) == 400
+    with pytest.raises(ValueError, match="with --device cpu"):
+        BenchConfig(model_dir="m", prompts=[("a", [1])], methods=("ar", "llama-cpp"), device="meta")
+
+
+class _FakeLlama:
+    """Stands in for llama_cpp.Llama (0.3.36's generate: eval the prompt, then per call yield the sampled token
+    and, with a draft model, the accepted drafts): tokens 100, 101, ...; two per call when drafting."""
+
+    def __init__(self, path, *, draft_model=None, **kwargs):
+        self.draft, self.kwargs, self.n_tokens = draft_model, kwargs, 0
+
+    def reset(self):
+        self.n_tokens = 0
+
+    def eval(self, tokens):
+        self.n_tokens += len(tokens)
+
+    def generate(self, tokens, reset=True):
+        self.chain = self._init_sampler(top_k=40, min_p=0.05)  # llama-cpp-python's defaults: ignored
+        self.eval(list(tokens))
+        token = 100
+        while True:
+            for _ in range(2 if self.draft else 1):
+                yield token
+                token += 1
+            self.eval([token])
+
+
+class _FakeSampler(list):
+    def __getattr__(self, name):  # add_greedy(), add_top_k(50), ...: recorded in order
+        return lambda *args: self.append((name.removeprefix("add_"), *args))
+
+
+def test_llama_cpp_method_counts_calls_and_samples_like_ptp(monkeypatch, tmp_path):
+    import types
+
+    from ptp.bench import llama_cpp as bench_llama
+    from ptp.sampling import SamplingConfig
+
+    fake = types.ModuleType("llama_cpp")
+    fake.Llama = _FakeLlama
+    speculative, internals = types.ModuleType("llama_cpp.llama_speculative"), types.ModuleType("llama_cpp._internals")
+    speculative.LlamaPromptLookupDecoding = lambda **kwargs: kwargs
+    internals.LlamaSampler = _FakeSampler
+    for name, module in (("llama_cpp", fake), ("llama_cpp.llama_speculative", speculative),
+                         ("llama_cpp._internals", internals)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(bench_llama, "gguf_summary", lambda path: {"type": "Q4_1"})
+    greedy, top = SamplingConfig(temperature=0), SamplingConfig(temperature=0.7, top_k=50, top_p=0.95)
+
+    plain = bench_llama.LlamaCppMethod(tmp_path / "t.gguf", [103], n_ctx=64, threads=3)
+    assert plain.weights == "Q4_1 GGUF" and plain.llm.kwargs["n_threads"] == plain.llm.kwargs["n_threads_batch"] == 3
+    run = plain.run([1, 2, 3], 16, greedy, seed=5)
+    assert run.tokens == [100, 101, 102, 103] and run.teacher_calls == 4 and run.per_call == (1, 1, 1, 1)  # EOS kept
+    assert plain.llm.chain == [("greedy",)]
+    pld = bench_llama.LlamaCppMethod(tmp_path / "t.gguf", [103], n_ctx=64, threads=1, pld=True)
+    assert pld.llm.draft == {"max_ngram_size": 2, "num_pred_tokens": 10}
+    run = pld.run([1, 2, 3], 3, top, seed=5)
+    assert run.tokens == [100, 101, 102] and run.teacher_calls == 2 and run.per_call == (2, 1)  # the limit
+    assert pld.llm.chain == [("top_k", 50), ("temp", 0.7), ("top_p", 0.95, 1), ("dist", 5)]  # ptp's order
+    assert len(pld.run(list(range(62)), 16, greedy, seed=0).tokens) == 2  # stops at the end of the context
+    with pytest.raises(ValueError, match=r"does not fit llama\.cpp.s context of 64"):
+        pld.run(list(range(64)), 16, greedy, seed=0)
+
+
+@pytest.mark.slow  # the real default teacher, in float32 through ptp and as its GGUF through llama.cpp
+def test_bench_runs_llama_cpp_beside_ptp(tmp_path):
+    pytest.importorskip("llama_cpp")
+    from ptp.teachers import DEFAULT_TEACHER, TEACHERS
+
+    teacher = TEACHERS[DEFAULT_TEACHER]
+    if importlib.util.find_spec(teacher.module) is None:
+        pytest.skip(f"needs the default teacher: {teacher.install_command}")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "add", "prompt": "def add(a, b):"}) + "\n")
+    out = tmp_path / "bench.json"
+    code = main(["--threads", "1", "bench", "--prompts", str(prompts), "--methods", "ar", "llama-cpp", "llama-cpp-pld",
+                 "--max-new-tokens", "8", "--sampling", "greedy", "--json", str(out)])
+    assert code == 0
+    record = json.loads(out.read_text())
+    rows = {r["method"]: r for r in record["results"][0]["methods"]}
+    assert set(rows) == {"ar", "llama-cpp", "llama-cpp-pld"}
+    assert all(r["tokens_per_second"] > 0 and 0 < r["tokens"] <= 8 for r in rows.values())
+    assert rows["llama-cpp"]["mat"] == 1.0 and rows["llama-cpp-pld"]["mat"] >= 1.0
+    assert rows["llama-cpp"]["identical_rate"] in (0.0, 1.0)  # measured (greedy), not assumed
+    assert rows["llama-cpp"]["weights"] == "Q4_1 GGUF"
+    assert rows["ar"]["weights"] == "float32, dequantised from Q4_1 GGUF"
+    assert record["environment"]["llama_cpp"]["gguf"]["sha256"] == teacher.sha256
+    assert "| llama-cpp | Q4_1 GGUF |" in out.with_suffix(".md").read_text()

@@ -77,6 +77,7 @@ def _same(copied, library) -> None:
 
 def test_help_defaults_equal_the_library():
     """The literals ptp.cli.defaults copies (to keep torch out of --help) match their source."""
+    from ptp.bench.llama_cpp import LLAMA_CPP_METHODS
     from ptp.bench.runner import ALL_METHODS
     from ptp.bench.tune import DEFAULT_CANDIDATES
     from ptp.data.corpus import DEFAULT_PACKAGES, CorpusConfig
@@ -91,7 +92,8 @@ def test_help_defaults_equal_the_library():
     from ptp.serve.protocol import SEED_LIMIT
     from ptp.training.head import HeadTrainConfig
 
-    for copied, library in [(defaults.BENCH_METHODS, ALL_METHODS), (defaults.TUNE_CANDIDATES, DEFAULT_CANDIDATES),
+    for copied, library in [(defaults.BENCH_METHODS, ALL_METHODS), (defaults.LLAMA_CPP_METHODS, LLAMA_CPP_METHODS),
+                            (defaults.TUNE_CANDIDATES, DEFAULT_CANDIDATES),
                             (defaults.DECODE_METHODS, METHODS), (defaults.SEED_LIMIT, SEED_LIMIT),
                             (defaults.CORPUS_PACKAGES, DEFAULT_PACKAGES), (defaults.DOCUMENT_FORMATS, FORMATS),
                             (defaults.ROWS_PER_SHARD, DEFAULT_ROWS_PER_SHARD)]:

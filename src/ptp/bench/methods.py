@@ -2,7 +2,9 @@
 
 ptp methods (``ar``, ``draft-verify``, ``pqd``, ``mtp``) go through ``ptp.generate``; the Hugging Face
 baselines (``ar-hf``, ``pld`` prompt lookup, ``sps`` a small draft model through assisted generation)
-go through ``generate`` on a hook-free copy of the teacher, with a forward counter for MAT.
+go through ``generate`` on a hook-free copy of the teacher, with a forward counter for MAT. The llama.cpp
+peers (``llama-cpp``, ``llama-cpp-pld``) are in ``ptp.bench.llama_cpp``. Each method says what weights it
+computes with (``weights``, e.g. "float32, dequantised from Q4_1 GGUF"): the report shows it per row.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ def plain_teacher(model: PTPModel) -> PreTrainedModel:
 class PTPMethod:
     """``ptp.generate`` with a fixed method and slot budget."""
 
-    def __init__(self, model: PTPModel, method: str, slot_budget: int | None, eos_ids: list[int]) -> None:
+    def __init__(self, model: PTPModel, method: str, slot_budget: int | None, eos_ids: list[int],
+                 weights: str = "") -> None:
         self.model, self.method, self.slot_budget, self.eos_ids = model, method, slot_budget, eos_ids
+        self.weights = weights
 
     def run(self, prompt: list[int], max_new_tokens: int, sampling: SamplingConfig, seed: int) -> Run:
         start = time.perf_counter()
@@ -76,8 +80,10 @@ class _FirstTokenTimer:
 class HFMethod:
     """HF ``generate``: plain (ar-hf), prompt lookup (pld) or with an assistant model (sps)."""
 
-    def __init__(self, teacher: PreTrainedModel, eos_ids: list[int], pld: bool = False, assistant=None) -> None:
+    def __init__(self, teacher: PreTrainedModel, eos_ids: list[int], pld: bool = False, assistant=None,
+                 weights: str = "") -> None:
         self.teacher, self.eos_ids, self.pld, self.assistant = teacher, eos_ids, pld, assistant
+        self.weights = weights
         self.calls = 0
         teacher.register_forward_hook(self._count)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-COLUMNS = ("method", "MAT", "tok/s", "× ar", "× ar-hf", "TTFT (ms)", "identical to ar")
+COLUMNS = ("method", "weights", "MAT", "tok/s", "× ar", "× ar-hf", "TTFT (ms)", "identical to ar")
 
 
 def markdown_table(record: dict) -> str:
@@ -17,6 +17,13 @@ def markdown_table(record: dict) -> str:
              f"threads {env['torch_threads']}; {len(cfg['prompts'])} prompts{turns}"
              + (f" from {Path(source['path']).name} ({source['format']})" if source.get("path") else "")
              + f", {cfg['max_new_tokens']} new tokens.", ""]
+    if env.get("llama_cpp"):
+        lcp = env["llama_cpp"]
+        lines[0] = lines[0].replace(f"threads {env['torch_threads']}",
+                                    f"llama-cpp-python {lcp['llama_cpp_python']}, threads {env['torch_threads']}")
+        lines += [f"llama-cpp methods run {lcp['gguf']['file']} ({lcp['gguf']['type']}) through llama.cpp; ptp's and "
+                  "HF's methods run the weights dequantised from it, so their outputs differ numerically and "
+                  "\"identical to ar\" (greedy) measures agreement, not losslessness.", ""]
     for result in record["results"]:
         lines += [f"**{result['name']}**", "", "| " + " | ".join(COLUMNS) + " |",
                   "|" + "---|" * len(COLUMNS)]
@@ -24,7 +31,7 @@ def markdown_table(record: dict) -> str:
             ttft = row["ttft_median_seconds"]
             same = row["identical_rate"]
             lines.append("| " + " | ".join([
-                row["method"], f"{row['mat']:.2f}", f"{row['tokens_per_second']:.1f}",
+                row["method"], row.get("weights") or "–", f"{row['mat']:.2f}", f"{row['tokens_per_second']:.1f}",
                 _fmt(row["speedup_vs_ar"]), _fmt(row["speedup_vs_ar_hf"]),
                 "–" if ttft is None else f"{ttft * 1000:.0f}",
                 "–" if same is None else f"{same:.0%}",

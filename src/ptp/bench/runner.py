@@ -14,13 +14,14 @@ import torch
 import transformers
 
 import ptp
+from ptp.bench import llama_cpp
 from ptp.bench.methods import LOSSLESS, HFMethod, PTPMethod, Run, plain_teacher
 from ptp.bench.prompts import BenchPrompt, ChatTemplate
 from ptp.checkpoint_format import read_config
 from ptp.model import PTPModel
 from ptp.sampling import SamplingConfig
 
-ALL_METHODS = ("ar-hf", "ar", "draft-verify", "pqd", "mtp", "pld", "sps")
+ALL_METHODS = ("ar-hf", "ar", "draft-verify", "pqd", "mtp", "pld", "sps", *llama_cpp.LLAMA_CPP_METHODS)
 TURN_SEED_STRIDE = 1_000_000  # turn t of prompt i samples with u-stream seed + i + (t - 1) * this
 
 
@@ -59,6 +60,9 @@ class BenchConfig:
             raise ValueError(f"unknown methods {sorted(unknown)}; choose from {ALL_METHODS}")
         if "mtp" in self.methods and not self.mtp_model_dir:
             raise ValueError("method mtp needs --mtp-model (a checkpoint trained with the mtp loss)")
+        if set(llama_cpp.LLAMA_CPP_METHODS) & set(self.methods) and torch.device(self.device).type != "cpu":
+            raise ValueError("the llama-cpp methods are the CPU peer (llama-cpp-python built for the CPU): "
+                             "benchmark them with --device cpu")
         if "sps" in self.methods and not self.draft_model_dir:
             raise ValueError("method sps needs --draft-model (a small HF causal LM with the same tokenizer)")
         if not self.prompts:
@@ -68,6 +72,7 @@ class BenchConfig:
 @dataclass
 class MethodSummary:
     method: str
+    weights: str = ""  # what the method computes with, e.g. "float32, dequantised from Q4_1 GGUF"
     tokens: int = 0
     seconds: float = 0.0
     teacher_calls: int = 0
@@ -87,26 +92,48 @@ class MethodSummary:
 
 def build_methods(cfg: BenchConfig) -> tuple[dict, str]:
     """Instantiate each requested method once; also return the model's CDF order (see ``run_bench``)."""
+    gguf = None
+    wanted = [m for m in cfg.methods if m in llama_cpp.LLAMA_CPP_METHODS]
+    if wanted:  # checked before the slow loads: a missing extra or a teacher with no GGUF file fails at once
+        llama_cpp.require_llama_cpp(f"method {wanted[0]}")
+        gguf = llama_cpp.teacher_gguf(cfg.model_dir)  # the packaged teacher's file is hash-verified
     model = PTPModel.from_pretrained(cfg.model_dir).to(cfg.device).eval()
     eos = list(cfg.eos_ids)
+    weights = teacher_weights(model, cfg.model_dir)
     methods = {}
     teacher = plain_teacher(model) if {"ar-hf", "pld", "sps"} & set(cfg.methods) else None
     for name in cfg.methods:
         if name in ("ar", "draft-verify", "pqd"):
             if name == "pqd" and model.is_head:
                 raise ValueError(f"{cfg.model_dir} is a feature-head drafter: it decodes with draft-verify, not pqd")
-            methods[name] = PTPMethod(model, name, cfg.slot_budget, eos)
+            methods[name] = PTPMethod(model, name, cfg.slot_budget, eos, weights)
         elif name == "mtp":
             control = PTPModel.from_pretrained(cfg.mtp_model_dir).to(cfg.device).eval()
-            methods[name] = PTPMethod(control, control.default_method, cfg.slot_budget, eos)
+            methods[name] = PTPMethod(control, control.default_method, cfg.slot_budget, eos, weights)
         elif name == "ar-hf":
-            methods[name] = HFMethod(teacher, eos)
+            methods[name] = HFMethod(teacher, eos, weights=weights)
         elif name == "pld":
-            methods[name] = HFMethod(copy.deepcopy(teacher), eos, pld=True)
+            methods[name] = HFMethod(copy.deepcopy(teacher), eos, pld=True, weights=weights)
         elif name == "sps":
             draft = ptp.model.load_teacher(cfg.draft_model_dir).to(cfg.device).eval()
-            methods[name] = HFMethod(copy.deepcopy(teacher), eos, assistant=draft)
+            methods[name] = HFMethod(copy.deepcopy(teacher), eos, assistant=draft, weights=weights)
+        elif name in llama_cpp.LLAMA_CPP_METHODS:
+            n_ctx = llama_cpp.context_size(cfg.prompts, cfg.max_new_tokens, cfg.turns, cfg.chat,
+                                           limit=llama_cpp.gguf_summary(gguf)["context_length"])
+            methods[name] = llama_cpp.LlamaCppMethod(gguf, eos, n_ctx, torch.get_num_threads(),
+                                                     pld=name == "llama-cpp-pld")
     return methods, model.cfg.sampling.order
+
+
+def teacher_weights(model: PTPModel, model_dir: str) -> str:
+    """What ptp's and HF's methods compute with: the teacher's dtype, and the GGUF type it was dequantised
+    from when its source is a GGUF file (e.g. "float32, dequantised from Q4_1 GGUF")."""
+    dtype = str(model.teacher.dtype).removeprefix("torch.")
+    try:
+        gguf = llama_cpp.teacher_gguf(model_dir, verify=False)
+    except ValueError:  # a teacher folder or hub id: no GGUF behind it
+        return dtype
+    return f"{dtype}, dequantised from {llama_cpp.gguf_summary(gguf)['type']} GGUF"
 
 
 def history_method(methods: Iterable[str]) -> str:
@@ -134,7 +161,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
         # outputs can be compared token for token with ``ar`` (HF methods draw their own randomness).
         sampling = replace(sampling, order=order)
         name = _sampling_name(sampling)
-        overall = {m: MethodSummary(m) for m in methods}
+        weights = {m: getattr(method, "weights", "") for m, method in methods.items()}
+        overall = {m: MethodSummary(m, weights[m]) for m in methods}
         by_category: dict[str, dict[str, MethodSummary]] = {}
         counts: dict[str, int] = {}
         say(f"{name}: warming up")
@@ -142,7 +170,8 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
             for method in methods.values():
                 method.run(prompt.ids, min(cfg.max_new_tokens, 16), sampling, cfg.seed)
         for i, prompt in enumerate(cfg.prompts):
-            groups = (overall, by_category.setdefault(prompt.category, {m: MethodSummary(m) for m in methods}))
+            groups = (overall, by_category.setdefault(prompt.category,
+                                                      {m: MethodSummary(m, weights[m]) for m in methods}))
             counts[prompt.category] = counts.get(prompt.category, 0) + 1
             ids, answers, runs = prompt.ids, [], {}
             for turn in range(1, min(cfg.turns, max(len(prompt.turns), 1)) + 1):
@@ -215,6 +244,7 @@ def _rows(summaries: dict[str, MethodSummary]) -> list[dict]:
         ttft = sorted(s.first_token_seconds)
         rows.append({
             "method": name,
+            "weights": s.weights,
             "tokens": s.tokens,
             "seconds": round(s.seconds, 4),
             "tokens_per_second": round(s.tokens_per_second, 2),
@@ -266,7 +296,7 @@ def environment(cfg: BenchConfig) -> dict:
         if path:
             files = sorted(Path(path).rglob("*.safetensors"))
             hashes[key] = {str(f.relative_to(path)): _file_hash(f) for f in files}
-    return {
+    env = {
         "device": device,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -276,6 +306,9 @@ def environment(cfg: BenchConfig) -> dict:
         "model_hashes": hashes,
         "teacher_weight_hash": None if not cfg.model_dir else _teacher_hash(cfg.model_dir),
     }
+    if set(llama_cpp.LLAMA_CPP_METHODS) & set(cfg.methods):
+        env["llama_cpp"] = llama_cpp.environment(cfg.model_dir)
+    return env
 
 
 def _teacher_hash(model_dir: str) -> str | None:

@@ -11,11 +11,17 @@ a Markdown table next to it and PNG plots.
   {"id", "prompt"} (the held-out code prompts): raw text, tokenised as it is; one category, "all".
 Selection, in this order: --categories, then --per-category, then --num-prompts (the first N of the rest).
 
+llama-cpp and llama-cpp-pld (prompt lookup) run the teacher's GGUF file through llama.cpp, the CPU peer:
+the same prompt ids, token limit, EOS, sampling and thread count as ptp's methods, but the GGUF's quantised
+weights (the table's weights column says which). They need the optional llama-cpp-python (built from
+source, minutes): pip install 'parallel-token-prediction[llama-cpp]'.
+
 Examples:
   ptp bench --model DIR --prompts prompts.jsonl --methods ar-hf ar draft-verify pqd pld \\
             --max-new-tokens 128 --sampling greedy --sampling 0.7,50,0.95 --json runs/bench.json
   ptp bench --model DIR --prompts spec_bench_dev.jsonl --per-category 5 --turns 2 --json runs/spec.json
   ptp bench --model DIR --prompts spec_bench_dev.jsonl --categories translation qa --num-prompts 30
+  ptp --threads 1 bench --prompts spec_bench_dev.jsonl --per-category 1 --methods ar llama-cpp llama-cpp-pld
 
 When stderr is not a terminal, one progress line per prompt goes to it, e.g.
   [12/240] greedy translation/14: ar 3.10 s, pqd 2.80 s
@@ -30,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ptp.cli.common import tokenizer_dir
-from ptp.cli.defaults import BENCH_METHODS
+from ptp.cli.defaults import BENCH_METHODS, LLAMA_CPP_METHODS
 
 if TYPE_CHECKING:
     from ptp.bench.prompts import BenchPrompt, ChatTemplate
@@ -136,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
     from ptp.extras import require
 
     require("bench", "matplotlib", what="ptp bench")  # for the plots: checked before the benchmark, not after
+    wanted = [m for m in args.methods or () if m in LLAMA_CPP_METHODS]
+    if wanted:
+        require("llama-cpp", "llama_cpp", what=f"ptp bench --methods {wanted[0]}")
     console = Console(stderr=True, emoji=False, highlight=False)  # ids like file.py:100:name stay text
     model_dir = args.model or str(default_model_dir())
     require_checkpoint(model_dir)  # before the tokenizer search names a side issue

@@ -11,7 +11,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 # ptp.bench.runner.ALL_METHODS
-BENCH_METHODS = ("ar-hf", "ar", "draft-verify", "pqd", "mtp", "pld", "sps")
+BENCH_METHODS = ("ar-hf", "ar", "draft-verify", "pqd", "mtp", "pld", "sps", "llama-cpp", "llama-cpp-pld")
+# ptp.bench.llama_cpp.LLAMA_CPP_METHODS
+LLAMA_CPP_METHODS = ("llama-cpp", "llama-cpp-pld")
 # ptp.bench.tune.DEFAULT_CANDIDATES
 TUNE_CANDIDATES = (2, 4, 6, 8, 12, 16, 24, 32)
 # ptp.decoding.METHODS
