@@ -88,6 +88,7 @@ def test_help_defaults_equal_the_library():
     from ptp.data.tokenizer import TokenizerConfig
     from ptp.decoding import METHODS
     from ptp.head import HeadConfig
+    from ptp.sampling import BENCH_SAMPLING
     from ptp.serve.config import ServeConfig
     from ptp.serve.protocol import SEED_LIMIT
     from ptp.training.head import HeadTrainConfig
@@ -98,6 +99,8 @@ def test_help_defaults_equal_the_library():
                             (defaults.CORPUS_PACKAGES, DEFAULT_PACKAGES), (defaults.DOCUMENT_FORMATS, FORMATS),
                             (defaults.ROWS_PER_SHARD, DEFAULT_ROWS_PER_SHARD)]:
         _same(copied, library)
+    for name, value in vars(defaults.BENCH_SAMPLING).items():
+        _same(value, getattr(BENCH_SAMPLING, name))
     for copied, cls in [(defaults.CORPUS, CorpusConfig), (defaults.PROMPTS, PromptConfig),
                         (defaults.TOKENIZER, TokenizerConfig), (defaults.PREGEN, PregenConfig),
                         (defaults.HEAD, HeadConfig), (defaults.HEAD_TRAIN, HeadTrainConfig),

@@ -79,6 +79,11 @@ class SamplingConfig:
         return cls(**{"order": "id", **data})
 
 
+# The sampled setting of the paper's benchmark protocol (Spec-Bench at T=0.7, top-k 50, top-p 0.95):
+# what ``ptp bench`` measures beside greedy, and what teacher samples for training default to.
+BENCH_SAMPLING = SamplingConfig(temperature=0.7, top_k=50, top_p=0.95)
+
+
 def process(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     """Processed distribution for logits [..., V] under ``cfg``: temperature, top-k, top-p, renormalise.
 

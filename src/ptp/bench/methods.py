@@ -17,11 +17,13 @@ import torch
 from transformers import PreTrainedModel
 
 import ptp
+from ptp.decoding import METHODS
 from ptp.model import PTPModel
 from ptp.sampling import SamplingConfig
 
 PLD_TOKENS = 10  # prompt-lookup candidate length (HF's default)
-LOSSLESS = ("ar", "draft-verify", "pqd", "mtp")  # share the u-stream: must equal ``ar`` token for token
+LOSSLESS = (*METHODS, "mtp")  # ptp decoding (mtp: the u-blind control's drafter): equal to ``ar`` token for token
+HF_METHODS = ("ar-hf", "pld", "sps")  # Hugging Face generate baselines
 
 
 @dataclass(frozen=True)

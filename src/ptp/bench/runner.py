@@ -15,13 +15,13 @@ import transformers
 
 import ptp
 from ptp.bench import llama_cpp
-from ptp.bench.methods import LOSSLESS, HFMethod, PTPMethod, Run, plain_teacher
+from ptp.bench.methods import HF_METHODS, LOSSLESS, HFMethod, PTPMethod, Run, plain_teacher
 from ptp.bench.prompts import BenchPrompt, ChatTemplate
 from ptp.checkpoint_format import read_config
 from ptp.model import PTPModel
-from ptp.sampling import SamplingConfig
+from ptp.sampling import BENCH_SAMPLING, SamplingConfig
 
-ALL_METHODS = ("ar-hf", "ar", "draft-verify", "pqd", "mtp", "pld", "sps", *llama_cpp.LLAMA_CPP_METHODS)
+ALL_METHODS = (*HF_METHODS, *LOSSLESS, *llama_cpp.LLAMA_CPP_METHODS)  # every method ptp bench runs
 TURN_SEED_STRIDE = 1_000_000  # turn t of prompt i samples with u-stream seed + i + (t - 1) * this
 
 
@@ -32,8 +32,7 @@ class BenchConfig:
     model_dir: str  # PTP checkpoint (the teacher is loaded from it)
     prompts: tuple[BenchPrompt, ...]  # tokenised prompts; (id, token ids) pairs are accepted too
     methods: tuple[str, ...] = ("ar-hf", "ar", "draft-verify", "pqd", "pld")
-    samplings: tuple[SamplingConfig, ...] = (SamplingConfig(temperature=0),
-                                             SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
+    samplings: tuple[SamplingConfig, ...] = (SamplingConfig(temperature=0), BENCH_SAMPLING)
     max_new_tokens: int = 128
     slot_budget: int | None = None  # pqd / mtp u-slots per call; None: each model's tuned budget
     seed: int = 0  # u-stream seed of prompt i is seed + i
@@ -101,7 +100,7 @@ def build_methods(cfg: BenchConfig) -> tuple[dict, str]:
     eos = list(cfg.eos_ids)
     weights = teacher_weights(model, cfg.model_dir)
     methods = {}
-    teacher = plain_teacher(model) if {"ar-hf", "pld", "sps"} & set(cfg.methods) else None
+    teacher = plain_teacher(model) if set(HF_METHODS) & set(cfg.methods) else None
     for name in cfg.methods:
         if name in ("ar", "draft-verify", "pqd"):
             if name == "pqd" and model.is_head:

@@ -11,11 +11,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 # ptp.bench.runner.ALL_METHODS
-BENCH_METHODS = ("ar-hf", "ar", "draft-verify", "pqd", "mtp", "pld", "sps", "llama-cpp", "llama-cpp-pld")
+BENCH_METHODS = ("ar-hf", "pld", "sps", "ar", "draft-verify", "pqd", "mtp", "llama-cpp", "llama-cpp-pld")
 # ptp.bench.llama_cpp.LLAMA_CPP_METHODS
 LLAMA_CPP_METHODS = ("llama-cpp", "llama-cpp-pld")
 # ptp.bench.tune.DEFAULT_CANDIDATES
 TUNE_CANDIDATES = (2, 4, 6, 8, 12, 16, 24, 32)
+# ptp.sampling.BENCH_SAMPLING (the benchmark's sampled setting)
+BENCH_SAMPLING = SimpleNamespace(temperature=0.7, top_k=50, top_p=0.95)
 # ptp.decoding.METHODS
 DECODE_METHODS = ("ar", "draft-verify", "pqd")
 # ptp.serve.protocol.SEED_LIMIT: seeds must fit a torch.Generator, 0 <= seed < 2**63

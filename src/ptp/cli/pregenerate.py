@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 from ptp.cli.common import add_document_args, add_sampling_args, document_source, sampling_from_args
-from ptp.cli.defaults import PREGEN, ROWS_PER_SHARD
+from ptp.cli.defaults import BENCH_SAMPLING, PREGEN, ROWS_PER_SHARD
 
 NAME = "pregenerate"
 HELP = "sample teacher completions (or tokenize documents) into token shards"
-DEFAULT_SAMPLING = SimpleNamespace(temperature=0.7, top_k=50, top_p=0.95)  # the sampled setting `ptp bench` measures
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="torch device; unset: cuda if available, else cpu")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="teacher weights dtype")
-    add_sampling_args(p, DEFAULT_SAMPLING)
+    add_sampling_args(p, BENCH_SAMPLING)
     add_document_args(p)
     p.add_argument("--rows-per-shard", type=int, default=ROWS_PER_SHARD, help="documents per shard")
     p.add_argument("--no-shuffle", action="store_true",
@@ -105,7 +103,7 @@ def _run_teacher(args: argparse.Namespace, tokenizer) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = AutoModelForCausalLM.from_pretrained(args.teacher, dtype=getattr(torch, args.dtype)).to(device)
     prompts = _load_prompts(args, tokenizer)
-    sampling = sampling_from_args(args, SamplingConfig(**vars(DEFAULT_SAMPLING)))
+    sampling = sampling_from_args(args, SamplingConfig(**vars(BENCH_SAMPLING)))
     cfg = PregenConfig(sampling=sampling, completions_per_prompt=args.completions,
                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                        prompts_per_shard=args.prompts_per_shard, seed=args.seed,
