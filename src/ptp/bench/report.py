@@ -81,8 +81,18 @@ def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
 
 
+def caption(record: dict) -> str:
+    """The run's settings in one line, for the plots: model, prompts, tokens, device and threads."""
+    env, cfg = record["environment"], record["config"]
+    source = (cfg.get("prompt_source") or {}).get("path")
+    prompts = f"{len(cfg['prompts'])} prompts" + (f" of {Path(source).name}" if source else "")
+    return (f"{Path(cfg['model_dir']).name}: {prompts}, {cfg['max_new_tokens']} new tokens, seed {cfg['seed']}; "
+            f"{env['device']}, {env['torch_threads']} thread(s), torch {env['torch']}")
+
+
 def plot(record: dict, out_dir: Path) -> list[Path]:
-    """speedup.png (tokens/s relative to ar-hf or ar) and tokens_per_call.png; returns the paths."""
+    """speedup.png (tokens/s relative to ar-hf or ar) and tokens_per_call.png, captioned with the run's
+    settings; returns the paths."""
     from ptp.extras import require
 
     require("bench", "matplotlib", what="plotting")
@@ -102,7 +112,7 @@ def plot(record: dict, out_dir: Path) -> list[Path]:
         ax.set_title(result["name"], fontsize=9)
         ax.set_ylabel("speedup vs " + ("ar-hf" if base.endswith("hf") else "ar"))
         ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
+    _caption(fig, record)
     speedup = out_dir / "speedup.png"
     fig.savefig(speedup, dpi=120)
     plt.close(fig)
@@ -116,12 +126,21 @@ def plot(record: dict, out_dir: Path) -> list[Path]:
             total = sum(hist.values())
             xs = sorted(hist)
             ax.plot(xs, [hist[x] / total for x in xs], marker="o", label=row["method"])
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("tokens per teacher call")
         ax.set_ylabel("fraction of calls")
         ax.set_title(result["name"], fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    _caption(fig, record)
     hist = out_dir / "tokens_per_call.png"
     fig.savefig(hist, dpi=120)
     plt.close(fig)
     return [speedup, hist]
+
+
+def _caption(fig, record: dict) -> None:
+    import textwrap
+
+    text = textwrap.fill(caption(record), width=int(fig.get_figwidth() * 19))
+    fig.tight_layout(rect=(0, 0.05 + 0.035 * text.count("\n"), 1, 1))
+    fig.text(0.01, 0.01, text, fontsize=6, color="dimgrey")
