@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Formatter",
+    "add_device_arg",
     "add_document_args",
     "add_sampling_args",
     "document_source",
@@ -23,6 +24,7 @@ __all__ = [
     "prompt_ids",
     "sampling_from_args",
     "tokenizer_dir",
+    "torch_device",
 ]
 
 
@@ -33,6 +35,29 @@ def add_document_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--field", default="text", help="JSONL / HF dataset: the text column")
     g.add_argument("--split", default="train", help="corpus split, or HF DatasetDict split")
     g.add_argument("--glob", default="*.txt", help="text directory: which files are documents")
+
+
+def add_device_arg(p: argparse.ArgumentParser, what: str = "the model runs") -> None:
+    """--device: cpu (default), cuda or cuda:N; check it with ``torch_device`` inside ``run``."""
+    p.add_argument("--device", default="cpu", help=f"where {what}: cpu, cuda or cuda:N")
+
+
+def torch_device(name: str):
+    """The torch.device a --device value names; ValueError (the CLI's one-line error, exit 2) for a name
+    torch does not know or a GPU it cannot see. Imports torch: call it in ``run``, not while parsing."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a device (cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name} asked for, but torch sees no CUDA GPU "
+                             f"(torch {torch.__version__}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
 
 
 def document_source(path: str, args: argparse.Namespace) -> DocumentSource:

@@ -5,8 +5,9 @@ templates (``ptp.data.chat_prompts``; never a benchmark), or your own JSONL of {
 sent through the tokenizer's chat template. Writes resumable safetensors shards: run the same
 command again to continue after an interruption.
 
-Example:
+Examples:
   ptp --threads 1 features --out runs/features --num-prompts 2000 --seed 0
+  ptp features --device cuda --out runs/features --num-prompts 20000 --batch-size 512 --seed 10
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import sys
 import time
 
-from ptp.cli.common import add_sampling_args, sampling_from_args
+from ptp.cli.common import add_device_arg, add_sampling_args, sampling_from_args, torch_device
 
 NAME = "features"
 HELP = "teacher samples + the teacher's features (training data for a feature-head drafter)"
@@ -30,10 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-prompts", type=int, default=2000, help="how many prompts (one completion each)")
     p.add_argument("--seed", type=int, default=0, help="prompt choice and u-stream seed")
     p.add_argument("--max-new-tokens", type=int, default=160, help="completion length unless EOS comes first")
-    p.add_argument("--batch-size", type=int, default=32, help="rows per teacher forward")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="rows per teacher forward (a shard file holds this many prompts, at least 64)")
     p.add_argument("--order", default="argmax", choices=("id", "argmax", "sorted"),
                    help="CDF order of the stored u intervals: sample in the order the drafter will read u "
                         "(train-head's --order) and training needs no relayout")
+    add_device_arg(p, "the teacher runs")
     add_sampling_args(p, defaults=None)
 
 
@@ -62,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
     from ptp.sampling import SamplingConfig
     from ptp.teachers import DEFAULT_TEACHER
 
+    device = torch_device(args.device)
     source = args.teacher or DEFAULT_TEACHER
     print(f"loading {source}", file=sys.stderr, flush=True)
-    teacher = load_teacher(source).eval()
+    teacher = load_teacher(source).eval().to(device)
     tokenizer = AutoTokenizer.from_pretrained(teacher_tokenizer_dir(source))
     if not tokenizer.chat_template:
         raise ValueError(f"the tokenizer of {source} has no chat template")
@@ -74,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
         ids = ids if isinstance(ids, list) else ids["input_ids"]
         prompts.append(list(ids)[-MAX_PROMPT_TOKENS:])
     sampling = sampling_from_args(args, SamplingConfig(temperature=0.7, top_k=50, top_p=0.95, order=args.order))
+    # A batch never spans two shards: a shard holds at least a batch (64 prompts as before for smaller ones).
+    rows_per_shard = max(FeatureConfig.rows_per_shard, args.batch_size)
     cfg = FeatureConfig(sampling=sampling, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                        seed=args.seed, eos_token_id=tokenizer.eos_token_id)
+                        rows_per_shard=rows_per_shard, seed=args.seed, eos_token_id=tokenizer.eos_token_id)
     start = time.perf_counter()
 
     def progress(done: int, total: int) -> None:

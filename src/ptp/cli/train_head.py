@@ -6,8 +6,10 @@ data (held out); eval.csv records held-out MAT against wall and CPU seconds, and
 `last` and `best` checkpoints (`--resume` continues the last one). `--mode mtp` trains the
 independent-prediction control (u replaced by a constant) with the same budget.
 
-Example:
+Examples:
   ptp --threads 1 train-head --features runs/features --out runs/head --time-limit 3600
+  ptp train-head --device cuda --features runs/features --out runs/head --steps 1000000 --time-limit 240 \\
+      --decay-by-time
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ptp.cli.common import add_device_arg, torch_device
 from ptp.cli.defaults import HEAD, HEAD_TRAIN
 
 NAME = "train-head"
@@ -46,6 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="validate + checkpoint every N steps")
     p.add_argument("--seed", type=int, default=d.seed, help="training randomness")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds (checkpointed)")
+    p.add_argument("--decay-by-time", action="store_true",
+                   help="with --time-limit: the learning rate's cosine decay ends at the time limit or at --steps, "
+                        "whichever comes first, so a run stopped by time still ends annealed")
+    add_device_arg(p, "the teacher and the head run (the rows stay in CPU memory)")
     p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
     p.add_argument("--init", default=None, metavar="DRAFTER_DIR",
                    help="start from this trained head (its mode, shape, CDF order and draft vocabulary), e.g. "
@@ -67,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    device = torch_device(args.device)  # before the rows are read: a bad device fails at once
+    if args.decay_by_time and args.time_limit is None:
+        raise ValueError("--decay-by-time needs --time-limit")
     manifests = [feature_manifest(d) for d in args.features]  # checked before any shard is read
     samplings = {json_key({**m["config"]["sampling"], "order": None}) for m in manifests}
     if len(samplings) != 1:
@@ -113,10 +123,11 @@ def run(args: argparse.Namespace) -> int:
         say(f"draft vocabulary: {vocab_ids.numel()} tokens, covering {covered:.2%} of the sampled tokens")
         model = PTPModel.from_teacher(teacher, mode=args.mode, embedding=args.embedding, sampling=sampling,
                                       window=args.window, drafter="head", head=head, vocab_ids=vocab_ids)
+    model.to(device)
     cfg = HeadTrainConfig(steps=args.steps, rows_per_step=args.rows_per_step, windows_per_row=args.windows_per_row,
                           lr=args.lr, z_beta=args.z_beta, eval_every=args.eval_every, seed=args.seed)
     result = train_head(model, train_rows, val_rows, cfg, args.out, resume=args.resume, progress=say,
-                        time_limit_s=args.time_limit)
+                        time_limit_s=args.time_limit, decay_by_time=args.decay_by_time)
     print(f"step {result['step']}: best held-out MAT {result['best_mat']:.3f}; checkpoints in {args.out} "
           "(best/ is the drafter)")
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ptp.cli.common import add_sampling_args, sampling_from_args, tokenizer_dir
+from ptp.cli.common import add_device_arg, add_sampling_args, sampling_from_args, tokenizer_dir, torch_device
 from ptp.cli.defaults import TUNE_CANDIDATES
 
 NAME = "tune"
@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"slot budgets to try (default: {' '.join(map(str, TUNE_CANDIDATES))}; a feature "
                         "head: draft lengths 1..window)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt")
-    p.add_argument("--device", default="cpu", help="where the model runs: cpu or cuda[:N]")
+    add_device_arg(p)
     p.add_argument("--write", action="store_true",
                    help="store the best budget in the checkpoint's ptp_config.json (needs --model)")
     add_sampling_args(p)
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--write needs --model DIR: it does not edit the shipped drafter in {MODEL_DIR}; "
                          "copy that directory and pass the copy as --model")
 
+    device = torch_device(args.device)
     from transformers import AutoTokenizer
 
     import ptp
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from ptp.checkpoint_format import CONFIG_NAME, update_config
 
     model_dir = Path(args.model) if args.model else default_model_dir()
-    model = ptp.PTPModel.from_pretrained(model_dir).to(args.device).eval()
+    model = ptp.PTPModel.from_pretrained(model_dir).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
     prompts = first_prompt_ids(args.prompts or str(model_dir / "prompts.jsonl"), tokenizer, args.num_prompts)
     sampling = sampling_from_args(args, model.cfg.sampling)

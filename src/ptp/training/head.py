@@ -91,8 +91,8 @@ def window_pass(model: PTPModel, row: FeatureRow, starts: torch.Tensor, z: torch
     # Slot j carries u_{s+j-slot_offset}. O-PTP: u_{s+j}. C-PTP: u_{s+j-1} (slot 0 a constant: the token
     # before it is known).
     slot_u = torch.cat([torch.full_like(u[:, :1], 0.5), u[:, :-1]], 1) if model.cfg.slot_offset else u
-    ctx = head.embed_context(row.features[:ctx_len].to(device).float())  # [C, H]
-    features = row.features.to(device).float()
+    features = row.features.to(device).float()  # [S, H], one copy to the device per row
+    ctx = head.embed_context(features[:ctx_len])  # [C, H]
     last = torch.where((starts >= 2)[:, None].to(device), features[(starts - 2).clamp(min=0)],
                        torch.zeros_like(features[:1]))  # [N, H] feature of token s - 2 (zeros if none)
     slots = head.embed_slots(model.slot_u(slot_u.to(device)), row.tokens[starts - 1].to(device), last)  # [N, L, H]
@@ -174,23 +174,30 @@ def evaluate(model: PTPModel, rows: Sequence[FeatureRow], windows_per_row: int, 
     return {"metrics": metrics, "correct_hist": (hist / hist.sum()).tolist() if hist.sum() else []}
 
 
-def _lr(step: int, cfg: HeadTrainConfig) -> float:
+def _lr(step: int, cfg: HeadTrainConfig, time_progress: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 10 % over the steps (or over ``time_progress`` in [0, 1], the
+    share of a time budget spent, when that is further along)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    progress = max((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps), time_progress)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def train_head(model: PTPModel, train_rows: Sequence[FeatureRow], val_rows: Sequence[FeatureRow],
                cfg: HeadTrainConfig, run_dir: str | Path, resume: bool = False,
-               progress: Callable[[str], None] | None = None, time_limit_s: float | None = None) -> dict:
+               progress: Callable[[str], None] | None = None, time_limit_s: float | None = None,
+               decay_by_time: bool = False) -> dict:
     """Train ``model.head``; checkpoints (``last`` and ``best`` by validation MAT) and eval.csv in run_dir.
 
     ``resume`` continues from the run's last checkpoint (same data, same config). ``time_limit_s``
-    stops early (after a validation and a checkpoint) once that much wall time has passed.
+    stops early (after a validation and a checkpoint) once that much wall time has passed; with
+    ``decay_by_time`` the learning rate's cosine decay also ends then if that comes before ``cfg.steps``.
+    Rows stay where they are (CPU memory); each is copied to ``model.device`` when used.
     """
     if not model.is_head:
         raise ValueError("train_head needs a model with drafter='head'")
+    if decay_by_time and not time_limit_s:
+        raise ValueError("decay_by_time needs a time limit")
     if not train_rows or not val_rows:
         raise ValueError("need training and validation rows")
     run = Path(run_dir)
@@ -216,14 +223,18 @@ def train_head(model: PTPModel, train_rows: Sequence[FeatureRow], val_rows: Sequ
     run.mkdir(parents=True, exist_ok=True)
     if step == 0:
         (run / EVAL_CSV).unlink(missing_ok=True)
-        (run / "config.json").write_text(json.dumps({"train": asdict(cfg), "model": model.cfg.to_dict()}, indent=1))
+        record = {"train": asdict(cfg), "model": model.cfg.to_dict()}
+        if decay_by_time:
+            record["lr_decay_seconds"] = time_limit_s
+        (run / "config.json").write_text(json.dumps(record, indent=1))
     model.train()
     wall0, cpu0 = time.perf_counter() - spent, time.process_time() - cpu_spent
     loss_avg = None
     result: dict = {}
     while step < cfg.steps:
+        spent_share = (time.perf_counter() - wall0) / time_limit_s if decay_by_time else 0.0
         for group in optimizer.param_groups:
-            group["lr"] = _lr(step, cfg)
+            group["lr"] = _lr(step, cfg, spent_share)
         total, count = None, 0
         for row in rng.sample(list(train_rows), min(cfg.rows_per_step, len(train_rows))):
             starts = _starts(row, cfg.windows_per_row, rng)
