@@ -318,6 +318,8 @@ def test_llama_cpp_method_counts_calls_and_samples_like_ptp(monkeypatch, tmp_pat
     assert plain.llm.chain == [("greedy",)]
     pld = bench_llama.LlamaCppMethod(tmp_path / "t.gguf", [103], n_ctx=64, threads=1, pld=True)
     assert pld.llm.draft == {"max_ngram_size": 2, "num_pred_tokens": 10}
+    # 0.3.36 sizes its all-positions logits buffer by this argument, not by having a draft model
+    assert pld.llm.kwargs["logits_all"] is True and plain.llm.kwargs["logits_all"] is False
     run = pld.run([1, 2, 3], 3, top, seed=5)
     assert run.tokens == [100, 101, 102] and run.teacher_calls == 2 and run.per_call == (2, 1)  # the limit
     assert pld.llm.chain == [("top_k", 50), ("temp", 0.7), ("top_p", 0.95, 1), ("dist", 5)]  # ptp's order
@@ -335,7 +337,9 @@ def test_bench_runs_llama_cpp_beside_ptp(tmp_path):
     if importlib.util.find_spec(teacher.module) is None:
         pytest.skip(f"needs the default teacher: {teacher.install_command}")
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text(json.dumps({"id": "add", "prompt": "def add(a, b):"}) + "\n")
+    long = "def add(a, b):\n    return a + b\n\n" * 60  # over llama.cpp's batch of 512 tokens
+    prompts.write_text("".join(json.dumps({"id": i, "prompt": p}) + "\n" for i, p in [("add", "def add(a, b):"),
+                                                                                     ("long", long)]))
     out = tmp_path / "bench.json"
     code = main(["--threads", "1", "bench", "--prompts", str(prompts), "--methods", "ar", "llama-cpp", "llama-cpp-pld",
                  "--max-new-tokens", "8", "--sampling", "greedy", "--json", str(out)])
@@ -343,9 +347,9 @@ def test_bench_runs_llama_cpp_beside_ptp(tmp_path):
     record = json.loads(out.read_text())
     rows = {r["method"]: r for r in record["results"][0]["methods"]}
     assert set(rows) == {"ar", "llama-cpp", "llama-cpp-pld"}
-    assert all(r["tokens_per_second"] > 0 and 0 < r["tokens"] <= 8 for r in rows.values())
+    assert all(r["tokens_per_second"] > 0 and 0 < r["tokens"] <= 16 for r in rows.values())  # 2 prompts
     assert rows["llama-cpp"]["mat"] == 1.0 and rows["llama-cpp-pld"]["mat"] >= 1.0
-    assert rows["llama-cpp"]["identical_rate"] in (0.0, 1.0)  # measured (greedy), not assumed
+    assert rows["llama-cpp"]["identical_rate"] in (0.0, 0.5, 1.0)  # measured per prompt (greedy), not assumed
     assert rows["llama-cpp"]["weights"] == "Q4_1 GGUF"
     assert rows["ar"]["weights"] == "float32, dequantised from Q4_1 GGUF"
     assert record["environment"]["llama_cpp"]["gguf"]["sha256"] == teacher.sha256

@@ -129,8 +129,10 @@ class LlamaCppMethod:
         self.n_ctx = n_ctx
         self.weights = f"{gguf_summary(gguf_path)['type']} GGUF"
         draft = LlamaPromptLookupDecoding(max_ngram_size=PLD_NGRAM, num_pred_tokens=PLD_TOKENS) if pld else None
+        # logits_all=pld: with a draft model, 0.3.36 keeps every position's logits but sizes that buffer by
+        # the logits_all argument (n_batch rows otherwise): prompts over n_batch tokens would overflow it.
         self.llm = llama_cpp.Llama(str(gguf_path), n_ctx=n_ctx, n_batch=min(n_ctx, 512), n_threads=threads,
-                                   n_threads_batch=threads, draft_model=draft, verbose=False)
+                                   n_threads_batch=threads, draft_model=draft, logits_all=pld, verbose=False)
         self._sampling = SamplingConfig(temperature=0)
         self._seed = 0
         self._per_call: list[int] = []
