@@ -57,12 +57,14 @@ def _texts(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from transformers import AutoTokenizer
 
     from ptp.checkpoint_format import teacher_tokenizer_dir
     from ptp.data.features import FeatureConfig, write_features
     from ptp.model import load_teacher
-    from ptp.sampling import SamplingConfig
+    from ptp.sampling import BENCH_SAMPLING
     from ptp.teachers import DEFAULT_TEACHER
 
     device = torch_device(args.device)
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
         ids = ids if isinstance(ids, list) else ids["input_ids"]
         prompts.append(list(ids)[-MAX_PROMPT_TOKENS:])
-    sampling = sampling_from_args(args, SamplingConfig(temperature=0.7, top_k=50, top_p=0.95, order=args.order))
+    sampling = sampling_from_args(args, replace(BENCH_SAMPLING, order=args.order))
     # A batch never spans two shards: a shard holds at least a batch (64 prompts as before for smaller ones).
     rows_per_shard = max(FeatureConfig.rows_per_shard, args.batch_size)
     cfg = FeatureConfig(sampling=sampling, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
