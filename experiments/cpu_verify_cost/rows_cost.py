@@ -67,12 +67,12 @@ def variant(teacher, name: str):
 def call_cost(model, context: torch.Tensor, q: int) -> tuple[float, torch.Tensor]:
     """Seconds of one call over q tokens on a fresh copy of the context's cache, and its last logits."""
     cache = DynamicCache(config=model.config)
-    model(input_ids=context, past_key_values=cache, use_cache=True)
+    model(input_ids=context, cache=cache, use_cache=True)
     n = context.shape[1]
     tokens = torch.arange(q)[None] + 100
     positions = torch.arange(n, n + q)[None]
     start = time.perf_counter()
-    out = model(input_ids=tokens, position_ids=positions, past_key_values=cache, use_cache=True)
+    out = model(input_ids=tokens, position_ids=positions, cache=cache, use_cache=True)
     return time.perf_counter() - start, out.logits[0, 0]
 
 
@@ -85,11 +85,11 @@ def op_profile(model, context: torch.Tensor, q: int, repeats: int = 3, top: int 
     totals: dict[str, float] = {}
     for _ in range(repeats):
         cache = DynamicCache(config=model.config)
-        model(input_ids=context, past_key_values=cache, use_cache=True)
+        model(input_ids=context, cache=cache, use_cache=True)
         n = context.shape[1]
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             model(input_ids=torch.arange(q)[None] + 100, position_ids=torch.arange(n, n + q)[None],
-                  past_key_values=cache, use_cache=True)
+                  cache=cache, use_cache=True)
         for event in prof.key_averages():
             totals[event.key] = totals.get(event.key, 0.0) + event.self_cpu_time_total / 1e3 / repeats
     ranked = sorted(totals.items(), key=lambda item: -item[1])[:top]
