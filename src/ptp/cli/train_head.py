@@ -29,17 +29,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", nargs="+", required=True, help="`ptp features` directories")
     p.add_argument("--out", required=True, help="run directory (checkpoints, eval.csv)")
     p.add_argument("--teacher", default=None, help="the teacher the features came from (default: SmolLM2)")
-    p.add_argument("--mode", default="o-ptp", choices=("o-ptp", "c-ptp", "mtp"),
+    p.add_argument("--mode", default=None, choices=("o-ptp", "c-ptp", "mtp"),
                    help="o-ptp: argmax drafts from u; c-ptp: distilled distributions picked with u; mtp: the "
-                        "u-blind control")
+                        "u-blind control (default: --init's mode, else o-ptp)")
     p.add_argument("--layers", type=int, default=h.layers, help="decoder layers of the head")
     p.add_argument("--draft-vocab", type=int, default=h.draft_vocab, help="draft vocabulary size (0 = all)")
     p.add_argument("--window", type=int, default=8,  # ptp.model.TRAIN_WINDOW (a literal: --help imports no torch)
                    help="u-slots per training window (the longest draft)")
     p.add_argument("--embedding", default="arith", help="u feature map (binary, arith, cosine, interp)")
-    p.add_argument("--order", default="argmax", choices=("id", "argmax", "sorted"),
+    p.add_argument("--order", default=None, choices=("id", "argmax", "sorted"),
                    help="CDF order the drafter reads u in (argmax: u below the top probability means the "
-                        "most likely token, and greedy drafting asks for u = 0)")
+                        "most likely token, and greedy drafting asks for u = 0) (default: --init's order, "
+                        "else argmax)")
     p.add_argument("--val-rows", type=int, default=64, help="rows held out for validation (the last ones)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
     p.add_argument("--rows-per-step", type=int, default=d.rows_per_step, help="rows per step")
@@ -56,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
     p.add_argument("--init", default=None, metavar="DRAFTER_DIR",
                    help="start from this trained head (its mode, shape, CDF order and draft vocabulary), e.g. "
-                        "to continue on more data; --mode and --order must agree with it")
+                        "to continue on more data; --mode and --order default to its own and must agree with it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ptp.checkpoint_format import peek_config
     from ptp.data.features import feature_manifest, read_features, relayout
     from ptp.head import HeadConfig, frequent_tokens
     from ptp.model import PTPModel
@@ -75,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     device = torch_device(args.device)  # before the rows are read: a bad device fails at once
+    recorded = peek_config(args.init).get("ptp", {}) if args.init else {}
+    args.mode = args.mode or recorded.get("mode") or "o-ptp"
+    args.order = args.order or (recorded.get("sampling") or {}).get("order") or "argmax"
     if args.decay_by_time and args.time_limit is None:
         raise ValueError("--decay-by-time needs --time-limit")
     manifests = [feature_manifest(d) for d in args.features]  # checked before any shard is read
