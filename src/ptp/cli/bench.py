@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ptp.cli.common import tokenizer_dir
+from ptp.cli.common import add_device_arg, tokenizer_dir, torch_device
 from ptp.cli.defaults import BENCH_METHODS, LLAMA_CPP_METHODS
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="u-stream seed (the same for every method)")
     p.add_argument("--mtp-model", default=None, help="checkpoint of the independent-prediction control")
     p.add_argument("--draft-model", default=None, help="small HF causal LM for sps (same tokenizer)")
-    p.add_argument("--device", default="cpu", help="where the models run: cpu or cuda[:N]")
+    add_device_arg(p, "the models run")
     p.add_argument("--json", default="runs/bench.json", help="output JSON; .md and plots go next to it")
 
 
@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     from ptp.extras import require
 
     require("bench", "matplotlib", what="ptp bench")  # for the plots: checked before the benchmark, not after
+    torch_device(args.device)  # a bad --device is a one-line error before anything loads
     wanted = [m for m in args.methods or () if m in LLAMA_CPP_METHODS]
     if wanted:
         require("llama-cpp", "llama_cpp", what=f"ptp bench --methods {wanted[0]}")
