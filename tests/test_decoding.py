@@ -153,7 +153,7 @@ def test_stream_yields_verified_tokens_per_call():
 def test_generate_shows_the_stream_parameters():
     """generate is generate_stream run to the end: one signature, which help() and editors show."""
     stream, whole = inspect.signature(ptp.generate_stream), inspect.signature(ptp.generate)
-    assert whole.parameters == stream.parameters and whole.return_annotation == "GenerateOutput"
+    assert whole.parameters == stream.parameters and whole.return_annotation == "GenerateOutput | list[GenerateOutput]"
     assert ptp.generate.__name__ == "generate" and "generate_stream" in ptp.generate.__doc__
 
 def test_outputs_report_calls_and_timings():
@@ -170,7 +170,7 @@ def test_outputs_report_calls_and_timings():
     [
         ([], {}, "empty"),
         (list(range(300)), {}, "context holds 256"),
-        ([[1, 2], [3, 4]], {}, "batch size 1"),
+        (torch.zeros(2, 2, 2, dtype=torch.long), {}, "one prompt"),
         ([1, 2], {"method": "beam"}, "method"),
         ([1, 2], {"max_new_tokens": 0}, "max_new_tokens"),
         ([1, 2], {"slot_budget": 0}, "slot_budget"),

@@ -9,10 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ptp
+from conftest import head_model
 from ptp.cli import train_head as train_head_cli
 from ptp.data.features import FeatureConfig, read_features, relayout, sample_with_features, write_features
+from ptp.decoding.batching import drive
+from ptp.decoding.row_cache import RowCache
 from ptp.decoding.step import head_draft
-from ptp.head import HeadConfig, frequent_tokens
+from ptp.head import frequent_tokens
 from ptp.model import TRAIN_WINDOW
 from ptp.testing import FAMILIES, tiny_teacher
 from ptp.training.head import HeadTrainConfig, evaluate, train_head, window_pass
@@ -22,18 +25,6 @@ SAMPLINGS = {
     "t0.7-k10-p0.9": ptp.SamplingConfig(temperature=0.7, top_k=10, top_p=0.9),
     "t1.3": ptp.SamplingConfig(temperature=1.3),
 }
-
-
-def head_model(family="llama", mode="o-ptp", vocab=0, layers=1, window=4, sharpness=4.0, seed=0, order="id"):
-    teacher = tiny_teacher(family, sharpness=sharpness)
-    torch.manual_seed(seed)
-    model = ptp.PTPModel.from_teacher(teacher, mode=mode, drafter="head", window=window, embedding="arith",
-                                      head=HeadConfig(layers=layers, draft_vocab=vocab),
-                                      sampling=ptp.SamplingConfig(order=order))
-    with torch.no_grad():  # random, not identity, so drafts really vary with u and context
-        for p in model.head.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -86,8 +77,10 @@ def test_training_windows_see_what_decoding_sees(vocab, mode):
             u = left + z[n] * (right - left)
             if mode == "c-ptp":  # slot j carries u_{s+j-1}, slot 0 a constant
                 u = torch.cat([torch.tensor([0.5]), u[:-1]])
-            logits = head_draft(model, model.head.new_cache(), row.features[: s - 1].float(),
-                                row.features[s - 2].float(), int(row.tokens[s - 1]), s - 1, u)
+            head_cache = RowCache()
+            logits = drive(model, head_draft(model, head_cache.view(head_cache.add_row()),
+                                             row.features[: s - 1].float(), row.features[s - 2].float(),
+                                             int(row.tokens[s - 1]), s - 1, u))
             expected = logits[:, model.head.vocab_ids]
             torch.testing.assert_close(trained.logits[n], expected, atol=2e-5, rtol=1e-4)
 

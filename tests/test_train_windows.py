@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from transformers import DynamicCache
 
 import ptp
 from ptp.cache import crop_cache
-from ptp.decoding.step import run_call
+from ptp.decoding.batching import drive
+from ptp.decoding.row_cache import RowCache
+from ptp.decoding.step import prefill_call, run_call
 from ptp.masks import PAD_DOC, document_mask, window_mask
 from ptp.model import slot_offset
 from ptp.testing import randomize_adapters, tiny_teacher
@@ -161,11 +162,10 @@ def test_window_pass_equals_a_decoding_call(mode, first_slot_token):
     for n, (doc_start, s) in enumerate([(0, 4), (8, 12)]):
         context = batch.tokens[:, doc_start:s]  # the document's tokens before the window
         c = context.shape[1] - 1  # decoding caches all but the pending token
-        cache = DynamicCache(config=model.teacher.config)
-        with torch.no_grad():
-            model(context[:, :c], torch.zeros(1, c), torch.zeros(1, c, dtype=torch.bool),
-                  torch.arange(c)[None], cache=cache)
-            call = run_call(model, cache, context[0, c:].tolist(), [4], 0, FixedU(u[0, n]))
+        rows = RowCache()
+        cache = rows.view(rows.add_row())
+        drive(model, prefill_call(cache, context[0, :c].tolist()))
+        call = drive(model, run_call(model, cache, context[0, c:].tolist(), [4], 0, FixedU(u[0, n])))
         torch.testing.assert_close(logits[0, n], call.groups[0], atol=1e-5, rtol=1e-5)
 
 

@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
-from transformers import DynamicCache
 
 from ptp.cache import crop_cache
+from ptp.decoding.batching import execute
 from ptp.decoding.budget import allocate_slots, survival
 from ptp.decoding.drafters import Drafter, PTPDrafter
-from ptp.decoding.step import head_draft, run_call, verify
+from ptp.decoding.row_cache import RowCache, RowView
+from ptp.decoding.step import Request, Result, Step, head_draft, prefill_call, run_call, verify
 from ptp.decoding.stopping import StopChecker
-from ptp.decoding.types import Chunk, DecodeConfig, Draft, GenerateOutput, Verdict
+from ptp.decoding.types import Chunk, DecodeConfig, Draft, GenerateOutput
 from ptp.model import PTPModel
 from ptp.sampling import SamplingConfig, pick, process
 from ptp.ustream import UStream
@@ -54,12 +55,12 @@ class _State:
     sampling: SamplingConfig
     drafter: Drafter
     ustream: UStream
-    cache: DynamicCache
+    cache: RowView  # this request's row of the batch's teacher cache
     context: list[int]  # prompt + verified tokens; the last one is pending (not cached)
     prompt_len: int
     max_positions: int
     drafts: Draft | None = None  # pqd: the drafts to verify in the next call
-    head_cache: DynamicCache | None = None  # feature head: its cache of context rows
+    head_cache: RowView | None = None  # feature head: its row of the head's cache of context rows
     head_features: torch.Tensor | None = None  # feature head: teacher features not yet in head_cache [C, H]
     head_last: torch.Tensor | None = None  # feature head: the teacher's feature of the last cached token [H]
 
@@ -76,12 +77,12 @@ class _State:
         return max(0, self.max_positions - first_position)
 
 
-def _ar_step(s: _State) -> tuple[Verdict, int]:
-    call = run_call(s.model, s.cache, [s.context[-1]], [], s.generated, s.ustream)
+def _ar_step(s: _State) -> Step:
+    call = yield from run_call(s.model, s.cache, [s.context[-1]], [], s.generated, s.ustream)
     return verify(call.teacher, [], s.ustream.take(s.generated, 1), s.sampling), 1
 
 
-def _head_step(s: _State) -> tuple[Verdict, int]:
+def _head_step(s: _State) -> Step:
     """Draft-verify with a feature head: a head call drafts, one teacher call verifies."""
     n = s.generated
     slots = min(s.cfg.draft_len or s.model.cfg.window, s.room(s.cache_len + 1))
@@ -96,10 +97,11 @@ def _head_step(s: _State) -> tuple[Verdict, int]:
             u, anchor = ustream.take(n, slots), n
         else:  # c-ptp: slot j carries u_{n+j-1} (slot 0 a constant) and its distribution is picked with u_{n+j}
             u, anchor = torch.cat([torch.full((1,), 0.5), ustream.take(n, slots - 1)]), n - 1
-        logits = head_draft(s.model, s.head_cache, s.head_features, s.head_last, s.context[-1], s.cache_len, u)
+        logits = yield from head_draft(s.model, s.head_cache, s.head_features, s.head_last, s.context[-1],
+                                       s.cache_len, u)
         s.head_features = s.head_features[:0]
         drafts = s.drafter.propose(logits, anchor, s.context, ustream).tokens.tolist()
-    verifier = run_call(s.model, s.cache, [s.context[-1], *drafts], [], n, s.ustream)
+    verifier = yield from run_call(s.model, s.cache, [s.context[-1], *drafts], [], n, s.ustream)
     verdict = verify(verifier.teacher, drafts, s.ustream.take(n, len(drafts) + 1), s.sampling)
     # The pending token and the accepted drafts enter the teacher's cache: their features join the head's.
     s.head_features = torch.cat([s.head_features, verifier.features[: verdict.accepted + 1]])
@@ -107,12 +109,12 @@ def _head_step(s: _State) -> tuple[Verdict, int]:
     return verdict, 2
 
 
-def _draft_verify_step(s: _State) -> tuple[Verdict, int]:
+def _draft_verify_step(s: _State) -> Step:
     if s.model.is_head:
-        return _head_step(s)
+        return (yield from _head_step(s))
     n, offset = s.generated, s.model.cfg.slot_offset
     slots = min(s.cfg.draft_len or s.model.cfg.window, s.room(s.cache_len + offset))
-    call = run_call(s.model, s.cache, [s.context[-1]], [slots] if slots else [], n, s.ustream)
+    call = yield from run_call(s.model, s.cache, [s.context[-1]], [slots] if slots else [], n, s.ustream)
     crop_cache(s.cache, s.cache_len)
     drafts: list[int] = []
     if offset:  # C-PTP: the first draft is the teacher's own pick from the pending row
@@ -120,12 +122,12 @@ def _draft_verify_step(s: _State) -> tuple[Verdict, int]:
     if slots:
         drafts += s.drafter.propose(call.groups[0], n, s.context, s.ustream).tokens.tolist()
     drafts = drafts[: s.room(s.cache_len + 1)]
-    verifier = run_call(s.model, s.cache, [s.context[-1], *drafts], [], n, s.ustream)
+    verifier = yield from run_call(s.model, s.cache, [s.context[-1], *drafts], [], n, s.ustream)
     u = s.ustream.take(n, len(drafts) + 1)
     return verify(verifier.teacher, drafts, u, s.sampling), 2
 
 
-def _pqd_step(s: _State) -> tuple[Verdict, int]:
+def _pqd_step(s: _State) -> Step:
     n, cfg = s.generated, s.model.cfg
     pending = s.drafts.tokens.tolist() if s.drafts is not None else []
     pending = pending[: s.room(s.cache_len + 1)]
@@ -140,7 +142,7 @@ def _pqd_step(s: _State) -> tuple[Verdict, int]:
         offset,
     )
     sizes = [min(b, s.room(s.cache_len + d + offset)) for d, b in enumerate(sizes)]
-    call = run_call(s.model, s.cache, [s.context[-1], *pending], sizes, n, s.ustream)
+    call = yield from run_call(s.model, s.cache, [s.context[-1], *pending], sizes, n, s.ustream)
     verdict = verify(call.teacher, pending, s.ustream.take(n, len(pending) + 1), s.sampling)
     a = verdict.accepted
     s.drafts = None
@@ -154,16 +156,18 @@ def _pqd_step(s: _State) -> tuple[Verdict, int]:
 STEPS = {"ar": _ar_step, "draft-verify": _draft_verify_step, "pqd": _pqd_step}
 
 
-def _prefill(model: PTPModel, cache: DynamicCache, prompt: list[int]) -> torch.Tensor | None:
+def _prefill_step(s: _State) -> Step:
     """Cache every prompt token but the last (which becomes the pending token); a feature-head model
-    also returns the teacher's features of those tokens [P - 1, H]."""
-    if len(prompt) < 2:
-        return torch.zeros(0, model.teacher.config.hidden_size, device=model.device) if model.is_head else None
-    tokens = torch.tensor(prompt[:-1], device=model.device)[None]
-    no_slots = torch.zeros_like(tokens, dtype=torch.bool)
-    positions = torch.arange(tokens.shape[1], device=model.device)[None]
-    out = model(tokens, torch.zeros(tokens.shape), no_slots, positions, cache=cache, logits_to_keep=1)
-    return out.features[0] if model.is_head else None
+    keeps the teacher's features of those tokens [P - 1, H] for its head."""
+    features = None
+    if len(s.context) >= 2:
+        features = yield from prefill_call(s.cache, s.context[:-1])
+    if s.model.is_head:
+        if features is None:
+            features = torch.zeros(0, s.model.teacher.config.hidden_size, device=s.model.device)
+        s.head_features = features
+        s.head_last = features[-1] if len(features) else features.new_zeros(features.shape[-1])
+    return None
 
 
 def _eos_ids(model: PTPModel, eos_token_id: int | list[int] | None) -> list[int]:
@@ -181,7 +185,8 @@ def _prompt_list(input_ids: torch.Tensor | list[int], max_positions: int, vocab_
     if ids.dim() == 2 and ids.shape[0] == 1:
         ids = ids[0]
     if ids.dim() != 1:
-        raise ValueError(f"input_ids must be 1-D or [1, N] (batch size 1), got shape {tuple(ids.shape)}")
+        raise ValueError("input_ids must be one prompt (1-D or [1, N]) or several (a list of prompts or a "
+                         f"[B, N] tensor), got shape {tuple(ids.shape)}")
     if ids.numel() == 0:
         raise ValueError("the prompt is empty: give at least one token (e.g. the BOS token)")
     if ids.numel() > max_positions:
@@ -192,6 +197,40 @@ def _prompt_list(input_ids: torch.Tensor | list[int], max_positions: int, vocab_
     if bad.numel():
         raise ValueError(f"token id {int(bad[0])} is outside the vocabulary [0, {vocab_size})")
     return [int(t) for t in ids]
+
+
+@dataclass
+class DecodeRequest:
+    """A checked request, ready to join a batch (``prepare``)."""
+
+    prompt: list[int]
+    cfg: DecodeConfig
+    sampling: SamplingConfig
+    seed: int
+    drafter: Drafter | None
+    stops: StopChecker
+
+
+def prepare(
+    model: PTPModel,
+    input_ids: torch.Tensor | list[int],
+    cfg: DecodeConfig,
+    sampling: SamplingConfig,
+    seed: int,
+    drafter: Drafter | None = None,
+    tokenizer=None,
+    eos_token_id: int | list[int] | None = None,
+) -> DecodeRequest:
+    """Check one request (a clear ValueError for bad input) before any work is done for it."""
+    if model.is_head and cfg.method == "pqd":
+        raise ValueError("pqd needs a one-network (lora) drafter; a feature-head drafter decodes with draft-verify")
+    max_positions = model.max_positions
+    prompt = _prompt_list(input_ids, max_positions, model.vocab_size)
+    stops = StopChecker(
+        cfg.max_new_tokens, _eos_ids(model, eos_token_id), cfg.stop_strings, tokenizer,
+        max_total=max_positions - len(prompt) + 1,
+    )
+    return DecodeRequest(prompt, cfg, sampling, seed, drafter, stops)
 
 
 def decode(
@@ -208,51 +247,149 @@ def decode(
 
     The first chunk is the prefill (no tokens). Bad input raises here, before any work.
     """
-    if model.is_head and cfg.method == "pqd":
-        raise ValueError("pqd needs a one-network (lora) drafter; a feature-head drafter decodes with draft-verify")
-    max_positions = model.max_positions
-    prompt = _prompt_list(input_ids, max_positions, model.vocab_size)
-    stops = StopChecker(
-        cfg.max_new_tokens, _eos_ids(model, eos_token_id), cfg.stop_strings, tokenizer,
-        max_total=max_positions - len(prompt) + 1,
-    )
-    state = _State(
-        model, cfg, sampling, drafter or PTPDrafter(model, sampling.order), UStream(seed),
-        DynamicCache(config=model.teacher.config), list(prompt), len(prompt), max_positions,
-        head_cache=model.head.new_cache() if model.is_head else None,
-    )
-    return _run(state, stops)
+    return decode_many(model, [prepare(model, input_ids, cfg, sampling, seed, drafter, tokenizer, eos_token_id)])
 
 
-@torch.no_grad()
-def _run(state: _State, stops: StopChecker) -> Iterator[Chunk]:
-    start = time.perf_counter()
-    state.head_features = _prefill(state.model, state.cache, state.context)
-    if state.model.is_head:
-        features = state.head_features
-        state.head_last = features[-1] if len(features) else features.new_zeros(features.shape[-1])
-    yield Chunk(tokens=[], accepted=0, forward_calls=0, seconds=time.perf_counter() - start)
-    step = STEPS[state.cfg.method]
+def decode_many(model: PTPModel, requests: list[DecodeRequest], max_batch: int = 0) -> Iterator[Chunk]:
+    """Decode checked requests together, at most ``max_batch`` rows at once (0: all); a waiting request
+    joins as soon as a row finishes. Each chunk names its request (its index in ``requests``); each
+    request's first chunk is its prefill."""
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 0:
+        raise ValueError(f"max_batch must be an integer >= 0 (0 = every request at once), got {max_batch!r}")
+    return _stream(BatchDecoder(model), list(requests), max_batch or len(requests))
+
+
+def _stream(batch: BatchDecoder, waiting: list[DecodeRequest], max_batch: int) -> Iterator[Chunk]:
+    index: dict[int, int] = {}  # batch row id -> position in the caller's list
+    admitted = 0
     while True:
-        start = time.perf_counter()
-        verdict, calls = step(state)
-        tokens, reason = stops.push(verdict.tokens)
-        state.context += tokens
-        crop_cache(state.cache, state.cache_len)
-        yield Chunk(tokens, verdict.accepted, calls, time.perf_counter() - start, reason)
-        if reason is not None:
+        while admitted < len(waiting) and len(batch) < max_batch:
+            index[batch.add(waiting[admitted])] = admitted
+            admitted += 1
+        if not batch:
             return
+        for chunk in batch.step():
+            yield replace(chunk, request=index[chunk.request])
+
+
+@dataclass
+class _Row:
+    state: _State
+    stops: StopChecker
+    prefilled: bool = False
+
+
+class BatchDecoder:
+    """Decode several requests together: each ``step`` advances every row by one decoding step.
+
+    Rows join (``add``) and leave (when finished, or ``cancel``) between steps, so a server can batch
+    continuously. The rows' network calls run padded into shared calls (``batching.execute``) over one
+    ``RowCache``; every row keeps its own u-stream, sampling, stop conditions and drafts, so each row
+    emits exactly the tokens it would emit alone.
+    """
+
+    def __init__(self, model: PTPModel) -> None:
+        self.model = model
+        self.cache = RowCache()
+        self.head_cache = RowCache() if model.is_head else None
+        self._rows: dict[int, _Row] = {}
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, request: DecodeRequest) -> int:
+        """Add a checked request (``prepare``) as a new row, prefilled at the next step; returns its id."""
+        model = self.model
+        state = _State(
+            model, request.cfg, request.sampling, request.drafter or PTPDrafter(model, request.sampling.order),
+            UStream(request.seed), self.cache.view(self.cache.add_row()), list(request.prompt),
+            len(request.prompt), model.max_positions,
+            head_cache=self.head_cache.view(self.head_cache.add_row()) if self.head_cache is not None else None,
+        )
+        key = self._next_id
+        self._next_id += 1
+        self._rows[key] = _Row(state, request.stops)
+        return key
+
+    def cancel(self, request: int) -> None:
+        """Drop a row now (its client went away); unknown or finished ids are ignored."""
+        row = self._rows.pop(request, None)
+        if row is not None:
+            self.cache.remove_row(row.state.cache.row)
+            if row.state.head_cache is not None:
+                self.head_cache.remove_row(row.state.head_cache.row)
+
+    @torch.no_grad()
+    def step(self) -> list[Chunk]:
+        """One step of every row: a new row's prefill (a chunk without tokens), the others' next tokens.
+
+        Finished rows leave the batch after their last chunk (``stop_reason`` set).
+        """
+        start = time.perf_counter()
+        steps = {request: (_run_step if row.prefilled else _prefill_step)(row.state)
+                 for request, row in self._rows.items()}
+        values = _advance_together(self.model, steps)
+        seconds = time.perf_counter() - start
+        chunks = []
+        for request, value in values.items():
+            row = self._rows[request]
+            if not row.prefilled:
+                row.prefilled = True
+                chunks.append(Chunk(tokens=[], accepted=0, forward_calls=0, seconds=seconds, request=request))
+                continue
+            verdict, calls = value
+            tokens, reason = row.stops.push(verdict.tokens)
+            row.state.context += tokens
+            crop_cache(row.state.cache, row.state.cache_len)
+            chunks.append(Chunk(tokens, verdict.accepted, calls, seconds, reason, request=request))
+            if reason is not None:
+                self.cancel(request)
+        return chunks
+
+
+def _run_step(state: _State) -> Step:
+    return STEPS[state.cfg.method](state)
+
+
+def _advance_together(model: PTPModel, steps: dict[int, Step]) -> dict[int, object]:
+    """Run every row's step generator to its end, executing their pending requests together."""
+    values: dict[int, object] = {}
+    pending: dict[int, Request] = {}
+
+    def advance(key: int, result: Result | None) -> None:
+        try:
+            pending[key] = steps[key].send(result)
+        except StopIteration as stop:
+            pending.pop(key, None)
+            values[key] = stop.value
+
+    for key in steps:
+        advance(key, None)
+    while pending:
+        keys = list(pending)
+        for key, result in zip(keys, execute(model, [pending[k] for k in keys]), strict=True):
+            advance(key, result)
+    return values
 
 
 def collect(chunks: Iterator[Chunk]) -> GenerateOutput:
-    """Run a chunk stream to the end and summarise it."""
-    tokens: list[int] = []
-    out = GenerateOutput(tokens=torch.empty(0, dtype=torch.long), calls=0, teacher_calls=0)
-    for i, chunk in enumerate(chunks):
+    """Run a one-request chunk stream to the end and summarise it."""
+    return collect_many(chunks, 1)[0]
+
+
+def collect_many(chunks: Iterator[Chunk], requests: int) -> list[GenerateOutput]:
+    """Run a chunk stream of ``requests`` requests to the end; one summary per request."""
+    tokens: list[list[int]] = [[] for _ in range(requests)]
+    outs = [GenerateOutput(tokens=torch.empty(0, dtype=torch.long), calls=0, teacher_calls=0) for _ in range(requests)]
+    seen = [0] * requests
+    for chunk in chunks:
+        out, i = outs[chunk.request], seen[chunk.request]
+        seen[chunk.request] += 1
         if i == 0:
             out.prefill_seconds = chunk.seconds
             continue
-        tokens += chunk.tokens
+        tokens[chunk.request] += chunk.tokens
         out.calls += chunk.forward_calls
         out.teacher_calls += 1
         out.accepted_per_call.append(len(chunk.tokens))
@@ -261,5 +398,6 @@ def collect(chunks: Iterator[Chunk]) -> GenerateOutput:
             out.first_token_seconds = out.prefill_seconds + chunk.seconds
         if chunk.stop_reason:
             out.stop_reason = chunk.stop_reason
-    out.tokens = torch.tensor(tokens, dtype=torch.long)
-    return out
+    for out, new in zip(outs, tokens, strict=True):
+        out.tokens = torch.tensor(new, dtype=torch.long)
+    return outs

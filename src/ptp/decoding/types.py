@@ -77,6 +77,7 @@ class Chunk:
     forward_calls: int  # network calls this chunk used (draft-verify: 2)
     seconds: float  # wall time of those calls and their bookkeeping
     stop_reason: str | None = None  # "eos" | "length" | "stop_string" | "context" when this ends it
+    request: int = 0  # which request of a batch (the order prompts were given in); 0 for a single prompt
 
 
 @dataclass
