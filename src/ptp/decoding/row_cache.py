@@ -15,9 +15,24 @@ own mask building, so no ``transformers.Cache`` subclass is needed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 MIN_CAPACITY = 64  # first buffer length (entries per row); doubled as rows grow
+
+
+@dataclass(frozen=True)
+class _Call:
+    """Where one call writes: rows [B, 1], entry index [B, width]; keys per row; a slice if rows are consecutive."""
+
+    rows: torch.Tensor
+    index: torch.Tensor
+    keys: int
+    packed: slice | None
+
+    def to(self, device) -> _Call:
+        return _Call(self.rows.to(device), self.index.to(device), self.keys, self.packed)
 
 
 class RowCache:
@@ -28,7 +43,7 @@ class RowCache:
         self._in_use: list[bool] = []
         self._keys: list[torch.Tensor] = []  # per layer [R, kv heads, capacity, head dim]
         self._values: list[torch.Tensor] = []
-        self._call: tuple[torch.Tensor, torch.Tensor, int, int] | None = None  # rows, offsets, width, keys
+        self._call: _Call | None = None
 
     # -- rows ----------------------------------------------------------------------------------
     def add_row(self) -> int:
@@ -66,9 +81,11 @@ class RowCache:
         """
         if not rows or any(not self._in_use[r] for r in rows):
             raise ValueError(f"rows {rows} are not all in use")
-        offsets = [self.lengths[r] for r in rows]
-        keys = max(offsets) + width
-        self._call = (torch.tensor(rows), torch.tensor(offsets), width, keys)
+        offsets = torch.tensor([self.lengths[r] for r in rows])
+        keys = int(offsets.max()) + width
+        packed = rows == list(range(rows[0], rows[0] + len(rows)))
+        self._call = _Call(torch.tensor(rows)[:, None], offsets[:, None] + torch.arange(width), keys,
+                           slice(rows[0], rows[0] + len(rows)) if packed else None)
         return keys
 
     def end_call(self, rows: list[int], added: list[int]) -> None:
@@ -81,19 +98,18 @@ class RowCache:
         """Write the call's new keys/values [B, h, width, d] at each row's offset; return [B, h, keys, d]."""
         if self._call is None:
             raise RuntimeError("RowCache.update outside begin_call/end_call")
-        rows, offsets, width, keys = self._call
+        call = self._call
         if layer_idx == len(self._keys):
             self._allocate(key_states, value_states)
-        self._fit(layer_idx, keys, len(self.lengths))
-        rows, offsets = rows.to(key_states.device), offsets.to(key_states.device)
-        index = offsets[:, None] + torch.arange(width, device=key_states.device)  # [B, width]
+        self._fit(layer_idx, call.keys, len(self.lengths))
+        if call.rows.device != key_states.device:
+            self._call = call = call.to(key_states.device)
         k_buf, v_buf = self._keys[layer_idx], self._values[layer_idx]
-        k_buf[rows[:, None], :, index] = key_states.transpose(1, 2).to(k_buf.dtype)  # [B, width, h, d]
-        v_buf[rows[:, None], :, index] = value_states.transpose(1, 2).to(v_buf.dtype)
-        first, last = int(rows[0]), int(rows[-1])
-        if last - first + 1 == len(rows) and bool((rows == torch.arange(first, last + 1, device=rows.device)).all()):
-            return k_buf[first : last + 1, :, :keys], v_buf[first : last + 1, :, :keys]  # views: no copy
-        return k_buf[rows, :, :keys], v_buf[rows, :, :keys]
+        k_buf[call.rows, :, call.index] = key_states.transpose(1, 2).to(k_buf.dtype)  # [B, width, h, d]
+        v_buf[call.rows, :, call.index] = value_states.transpose(1, 2).to(v_buf.dtype)
+        if call.packed is not None:  # consecutive rows: views, no copy
+            return k_buf[call.packed, :, : call.keys], v_buf[call.packed, :, : call.keys]
+        return k_buf[call.rows[:, 0], :, : call.keys], v_buf[call.rows[:, 0], :, : call.keys]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return max(self.lengths, default=0)
