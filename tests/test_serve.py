@@ -284,7 +284,7 @@ def wait_for(condition, seconds: float = 30.0) -> None:
 def test_queue_full_429_and_disconnect_stops_generation(checkpoints):
     """One running stream + one queued request fill a queue of 1: the next gets 429. Closing the
     stream cancels its generation long before its 1000 tokens, and the queued request still succeeds."""
-    config = ServeConfig(model_dir=str(checkpoints["endless"]), model_name=NAME, queue_size=1)
+    config = ServeConfig(model_dir=str(checkpoints["endless"]), model_name=NAME, queue_size=1, max_batch=1)
     with live_server(config) as (url, app):
         worker = app.state.served.worker
         queued: list[httpx.Response] = []
@@ -322,3 +322,36 @@ def test_bad_requests_do_not_disturb_a_good_one(server, reference):
     thread.join(60)
     expected = ar_text(reference, reference[1](PROMPT).input_ids, 30, sampling, 9)
     assert good[0].status_code == 200 and good[0].json()["choices"][0]["text"] == expected
+
+
+def test_concurrent_requests_share_the_batch_and_each_equals_ar(checkpoints, reference):
+    """Requests arriving together run as one batch (continuous batching); each text is its own seed's AR
+    text, whatever it was batched with, and the finished rows leave the batch."""
+    config = ServeConfig(model_dir=str(checkpoints["chat"]), model_name=NAME, max_batch=3)
+    samplings = [ptp.SamplingConfig(temperature=0.9), ptp.SamplingConfig(temperature=0),
+                 ptp.SamplingConfig(temperature=1.0, top_k=20)]
+    with live_server(config) as (url, app):
+        answers: dict[int, httpx.Response] = {}
+
+        def send(seed: int) -> None:
+            s = samplings[seed % 3]
+            body = {"model": NAME, "prompt": PROMPT, "max_tokens": 12 + 4 * seed, "seed": seed,
+                    "temperature": s.temperature, "top_k": s.top_k}
+            answers[seed] = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+
+        threads = [threading.Thread(target=send, args=(seed,)) for seed in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        ids = reference[1](PROMPT).input_ids
+        for seed, response in answers.items():
+            expected = ar_text(reference, ids, 12 + 4 * seed, samplings[seed % 3], seed)
+            assert response.status_code == 200 and response.json()["choices"][0]["text"] == expected
+        wait_for(lambda: not app.state.served.worker.busy)
+        assert len(answers) == 5 and metric(url, "ptp_batch_size") == 0
+        steps = metric(url, "ptp_batch_rows_count")
+        single = float(next(line.split()[1] for line in httpx.get(f"{url}/metrics").text.splitlines()
+                            if line.startswith('ptp_batch_rows_bucket{le="1"}')))
+        assert single < steps  # some steps decoded several requests together
+        assert metric(url, "ptp_request_accepted_tokens_per_call_count") == 5

@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slot-budget", type=int, default=d.slot_budget,
                    help="pqd: u-slots per call (default: the model's tuned budget)")
     p.add_argument("--queue-size", type=int, default=d.queue_size, help="waiting requests before 429")
+    p.add_argument("--max-batch", type=int, default=d.max_batch,
+                   help="requests decoded together; new ones join between calls (1 = one at a time)")
     p.add_argument("--max-tokens-limit", type=int, default=d.max_tokens_limit, help="largest max_tokens allowed")
     p.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens,
                    help="max_tokens when a request gives none")
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         slot_budget=args.slot_budget,
         queue_size=args.queue_size,
+        max_batch=args.max_batch,
         max_tokens_limit=args.max_tokens_limit,
         default_max_tokens=args.default_max_tokens,
         max_prompt_tokens=args.max_prompt_tokens,

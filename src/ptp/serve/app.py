@@ -71,7 +71,8 @@ def build_app(config: ServeConfig, model: PTPModel, tokenizer) -> FastAPI:
     metrics = Metrics()
     if config.method is None:  # the model's fastest method, shown by /v1/models and in every response
         config = replace(config, method=model.default_method)
-    worker = ModelWorker(model, tokenizer, config.method, config.slot_budget, config.queue_size, metrics)
+    worker = ModelWorker(model, tokenizer, config.method, config.slot_budget, config.queue_size, metrics,
+                         config.max_batch)
     served = Served(config, model_info(config, model, tokenizer), tokenizer, worker, metrics)
 
     @asynccontextmanager
@@ -113,7 +114,7 @@ def _add_routes(app: FastAPI, served: Served) -> None:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        text = served.metrics.render(served.worker.depth(), served.worker.busy)
+        text = served.metrics.render(served.worker.depth(), served.worker.busy, served.worker.batch_size)
         return PlainTextResponse(text, media_type=CONTENT_TYPE)
 
 

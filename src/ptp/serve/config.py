@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ptp.decoding import METHODS
 
 MAX_PORT = 65535
+DEFAULT_MAX_BATCH = 16  # rows of the running batch (measured: experiments/batching)
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class ServeConfig:
     method: str | None = None  # decoding method, one of ptp.decoding.METHODS; None = the model's fastest
     slot_budget: int | None = None  # pqd: u-slots per call; None: the model's tuned budget
     queue_size: int = 64  # requests that may wait for the model worker; one more gets 429
+    max_batch: int = DEFAULT_MAX_BATCH  # requests decoded together (continuous batching); 1 = one at a time
     max_tokens_limit: int = 1024  # the largest max_tokens a request may ask for
     default_max_tokens: int = 16  # max_tokens when a request gives none (OpenAI's completions default)
     max_prompt_tokens: int = 0  # longest prompt in tokens; 0 = the model's context length
@@ -35,7 +37,7 @@ class ServeConfig:
             raise ValueError(f"port must be an integer in [0, {MAX_PORT}], got {self.port!r}")
         if self.slot_budget is not None:
             _check_int("slot_budget", self.slot_budget, minimum=1)
-        for name in ("queue_size", "max_tokens_limit", "default_max_tokens", "max_body_bytes"):
+        for name in ("queue_size", "max_batch", "max_tokens_limit", "default_max_tokens", "max_body_bytes"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("max_prompt_tokens", self.max_prompt_tokens, minimum=0)
         if self.default_max_tokens > self.max_tokens_limit:

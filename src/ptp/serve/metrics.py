@@ -14,6 +14,8 @@ from pathlib import Path
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds; request latencies on a 2-core CPU span ~5 ms (a 429) to tens of seconds (long generations).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)  # rows per decoding step
+MAT_BUCKETS = (1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)  # a request's accepted tokens per call
 STATM = Path("/proc/self/statm")  # Linux: resident pages are its second field
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -61,6 +63,8 @@ class Metrics:
         self.calls = 0
         self.teacher_calls = 0
         self.cancelled = 0  # requests whose client went away before the end (their generation is cancelled)
+        self.batch_rows = Histogram(BATCH_BUCKETS)  # () -> rows decoded together in one step
+        self.request_mat = Histogram(MAT_BUCKETS)  # () -> each finished request's MAT (its acceptance)
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -82,11 +86,21 @@ class Metrics:
             self.calls += calls
             self.teacher_calls += 1
 
+    def observe_step(self, rows: int) -> None:
+        """One decoding step of the batch, over ``rows`` requests."""
+        with self._lock:
+            self.batch_rows.observe((), rows)
+
+    def observe_request_mat(self, mat: float) -> None:
+        """A finished request's tokens per teacher call."""
+        with self._lock:
+            self.request_mat.observe((), mat)
+
     def observe_cancel(self) -> None:
         with self._lock:
             self.cancelled += 1
 
-    def render(self, queue_depth: int, busy: bool) -> str:
+    def render(self, queue_depth: int, busy: bool, batch_size: int = 0) -> str:
         """The exposition text; gauges that live elsewhere are passed in."""
         with self._lock:
             mat = self.generated_tokens / self.teacher_calls if self.teacher_calls else 0.0
@@ -105,12 +119,18 @@ class Metrics:
                  self.cancelled),
                 ("ptp_queue_depth", "gauge", "requests waiting for the model worker", queue_depth),
                 ("ptp_worker_busy", "gauge", "1 while the model worker is generating", int(busy)),
+                ("ptp_batch_size", "gauge", "requests in the running batch", batch_size),
             ):
                 lines += [*_family(name, kind, text), f"{name} {value}"]
             lines += _family("ptp_request_latency_seconds", "histogram", "time from request to last byte")
             lines += self.latency.lines("ptp_request_latency_seconds", ("endpoint",))
             lines += _family("ptp_time_to_first_token_seconds", "histogram", "time from request to first token")
             lines += self.first_token.lines("ptp_time_to_first_token_seconds", ("endpoint",))
+            lines += _family("ptp_batch_rows", "histogram", "requests decoded together per decoding step")
+            lines += self.batch_rows.lines("ptp_batch_rows", ())
+            lines += _family("ptp_request_accepted_tokens_per_call", "histogram",
+                             "MAT of each finished request (its drafts' acceptance)")
+            lines += self.request_mat.lines("ptp_request_accepted_tokens_per_call", ())
         rss = resident_bytes()
         if rss is not None:
             lines += [*_family("process_resident_memory_bytes", "gauge", "resident memory of the server"),

@@ -1,9 +1,10 @@
-"""The model worker: one thread owns the model and runs one generation at a time.
+"""The model worker: one thread owns the model and decodes every running request as one batch.
 
 Requests wait in a bounded queue in front of it; when the queue is full, ``submit`` raises
-``QueueFull`` and the caller answers 429. Each teacher call's ``Chunk`` is handed to the request's
-asyncio queue as soon as it is verified. Between chunks the worker checks whether the request was
-cancelled (its client went away) and then closes the generator, which frees its KV cache.
+``QueueFull`` and the caller answers 429. Between decoding steps the worker lets waiting requests
+join the batch (up to ``max_batch`` rows: continuous batching), drops the rows of requests that were
+cancelled (their client went away), and hands each row's ``Chunk`` to its request's asyncio queue as
+soon as the step verified it. A finished row leaves the batch at once, freeing its cache row.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import queue
 import threading
 from dataclasses import dataclass
 
-from ptp.decoding import Chunk, generate_stream
+from ptp.decoding import BatchDecoder, Chunk, DecodeConfig, prepare
 from ptp.model import PTPModel
 from ptp.serve.metrics import Metrics
 from ptp.serve.protocol import GenerationRequest
 
 logger = logging.getLogger(__name__)
-STOP_JOIN_SECONDS = 30.0  # how long stop() waits for a running generation to notice it was cancelled
+STOP_JOIN_SECONDS = 30.0  # how long stop() waits for the running step to end
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class Job:
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self._loop = loop
         self._cancelled = threading.Event()
+        self.tokens = 0  # generated so far (worker thread only)
+        self.teacher_calls = 0
 
     def cancel(self) -> None:
         """Ask the worker to stop this job at its next chunk boundary (or skip it if still queued)."""
@@ -71,29 +74,39 @@ class Job:
 
 
 class ModelWorker:
-    """A thread that runs queued jobs one at a time with ``ptp.generate_stream``."""
+    """A thread that decodes the running jobs together (``ptp.decoding.BatchDecoder``)."""
 
     def __init__(
-        self, model: PTPModel, tokenizer, method: str, slot_budget: int | None, queue_size: int, metrics: Metrics
+        self, model: PTPModel, tokenizer, method: str, slot_budget: int | None, queue_size: int, metrics: Metrics,
+        max_batch: int = 1,
     ) -> None:
         self.model = model
         self.metrics = metrics  # counts every generated token and call, cancelled generations included
         self.tokenizer = tokenizer
         self.method = method
         self.slot_budget = slot_budget
+        self.max_batch = max_batch
         self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._serve_forever, name="ptp-model-worker", daemon=True)
-        self.busy = False  # True while a generation runs (read by /metrics)
-        self._running: Job | None = None  # the job being generated, cancelled by stop()
+        self._running: dict[int, Job] = {}  # batch row id -> job
+        self._stopping = threading.Event()
+
+    @property
+    def busy(self) -> bool:
+        """True while some request is being generated (read by /metrics)."""
+        return bool(self._running)
+
+    @property
+    def batch_size(self) -> int:
+        """Rows in the running batch (read by /metrics)."""
+        return len(self._running)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        """Cancel every queued job and the running one (it stops at its next chunk); join the thread."""
-        running = self._running
-        if running is not None:
-            running.cancel()
+        """Cancel every queued and running job (running ones end after the current step); join the thread."""
+        self._stopping.set()
         while True:
             try:
                 job = self._jobs.get_nowait()
@@ -114,41 +127,78 @@ class ModelWorker:
         return job
 
     def depth(self) -> int:
-        """Requests waiting (not counting the one running)."""
+        """Requests waiting (not counting the running batch)."""
         return self._jobs.qsize()
 
     def _serve_forever(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        batch = BatchDecoder(self.model)
+        while not self._stopping.is_set():
+            if not self._admit(batch):
+                break
+            self._drop_cancelled(batch)
+            if not batch:
+                continue
+            try:
+                chunks = batch.step()
+            except Exception as err:  # a failed call fails the rows in it; the worker keeps serving
+                logger.exception("generation failed")
+                for key, job in list(self._running.items()):
+                    batch.cancel(key)
+                    job.emit(Failed(f"generation failed: {type(err).__name__}: {err}", bad_input=False))
+                self._running.clear()
+                continue
+            self.metrics.observe_step(len(chunks))
+            for chunk in chunks:
+                self._deliver(batch, chunk)
+        for key, job in list(self._running.items()):  # shutting down
+            batch.cancel(key)
+            job.emit(Finished(cancelled=True))
+        self._running.clear()
+
+    def _admit(self, batch: BatchDecoder) -> bool:
+        """Let waiting jobs join (blocking while the batch is empty); False once stop() was called."""
+        while len(self._running) < self.max_batch:
+            try:
+                job = self._jobs.get(block=not self._running)
+            except queue.Empty:
+                return True
+            if job is None or self._stopping.is_set():
+                if job is not None:
+                    job.emit(Finished(cancelled=True))
+                return False
             if job.cancelled:
                 job.emit(Finished(cancelled=True))
                 continue
-            self.busy, self._running = True, job
+            r = job.request
             try:
-                job.emit(self._generate(job))
-            finally:
-                self.busy, self._running = False, None
+                cfg = DecodeConfig(method=self.method, max_new_tokens=r.max_tokens,
+                                   slot_budget=self.slot_budget or self.model.cfg.slot_budget,
+                                   draft_len=self.model.cfg.draft_len, stop_strings=tuple(r.stop))
+                request = prepare(self.model, list(r.prompt_ids), cfg, r.sampling, r.seed, tokenizer=self.tokenizer)
+            except ValueError as err:
+                job.emit(Failed(str(err), bad_input=True))
+                continue
+            self.metrics.observe_prompt(len(r.prompt_ids))
+            self._running[batch.add(request)] = job
+        return True
 
-    def _generate(self, job: Job) -> Finished | Failed:
-        """Stream one job's chunks; return its last event. Never raises: one request must not stop the rest."""
-        r = job.request
-        try:
-            stream = generate_stream(
-                self.model, list(r.prompt_ids), r.max_tokens, r.sampling, r.seed, self.method,
-                slot_budget=self.slot_budget, stop_strings=r.stop, tokenizer=self.tokenizer,
-            )
-        except ValueError as err:
-            return Failed(str(err), bad_input=True)
-        self.metrics.observe_prompt(len(r.prompt_ids))
-        try:
-            for i, chunk in enumerate(stream):
-                if i:  # the first chunk is the prefill
-                    self.metrics.observe_chunk(len(chunk.tokens), chunk.forward_calls)
-                job.emit(chunk)
-                if job.cancelled:  # checked between chunks: the client went away
-                    return Finished(cancelled=True)
-        except Exception as err:  # isolate the failure to this request; the worker keeps serving
-            logger.exception("generation failed")
-            return Failed(f"generation failed: {type(err).__name__}: {err}", bad_input=False)
-        finally:
-            stream.close()  # drops the generator's state, KV cache included
-        return Finished()
+    def _drop_cancelled(self, batch: BatchDecoder) -> None:
+        """Rows whose client went away leave the batch before the next call."""
+        for key, job in list(self._running.items()):
+            if job.cancelled:
+                batch.cancel(key)
+                del self._running[key]
+                job.emit(Finished(cancelled=True))
+
+    def _deliver(self, batch: BatchDecoder, chunk: Chunk) -> None:
+        job = self._running[chunk.request]
+        if chunk.forward_calls:  # not the prefill
+            self.metrics.observe_chunk(len(chunk.tokens), chunk.forward_calls)
+            job.tokens += len(chunk.tokens)
+            job.teacher_calls += 1
+        job.emit(chunk)
+        if chunk.stop_reason is not None:
+            del self._running[chunk.request]
+            if job.teacher_calls:
+                self.metrics.observe_request_mat(job.tokens / job.teacher_calls)
+            job.emit(Finished())
