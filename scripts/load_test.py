@@ -11,6 +11,11 @@ failed (a 5xx or any error), any text differs from its seed's AR text, or memory
 
     python scripts/load_test.py --tiny --out runs/load_test.json      # a tiny random checkpoint
     python scripts/load_test.py --model DIR --clients 32 --requests 4 --max-tokens 32
+    python scripts/load_test.py --threads 2 --baseline --out runs/load.json  # batched vs one at a time
+
+With --baseline the same load also runs on a one-at-a-time server (--max-batch 1), and the report
+gives the throughput ratio; ``p95_vs_lone`` is the p95 latency over the median of lone requests
+timed on the same server before the load.
 """
 
 from __future__ import annotations
@@ -38,20 +43,25 @@ from ptp.testing import SERVE_PROMPTS, tiny_serve_checkpoint
 
 HEALTH_WAIT_SECONDS = 180.0  # model loading on a busy 2-core machine
 SETTLE_SECONDS = 1.0  # pause before reading memory, so freed buffers are returned
+REFERENCE_BATCH = 16  # rows of the batched AR reference
+LONE_REQUESTS = 3  # lone requests timed before the load (their median is the lone latency)
 
 
 def expected_texts(model_dir: Path, jobs: list[dict], sampling: ptp.SamplingConfig) -> dict[int, str]:
-    """Each job's text under autoregressive sampling with its seed (the lossless reference)."""
+    """Each job's text under autoregressive sampling with its seed (the lossless reference).
+
+    Decoded REFERENCE_BATCH prompts at a time: a row of a batch emits exactly its lone AR tokens
+    (tests/test_batch.py), and it is several times faster than one at a time on a CPU.
+    """
     from transformers import AutoTokenizer
 
     model = ptp.PTPModel.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
-    out = {}
-    for job in jobs:
-        ids = tokenizer(job["prompt"]).input_ids
-        tokens = ptp.generate(model, ids, job["max_tokens"], sampling, job["seed"], "ar").tokens
-        out[job["seed"]] = tokenizer.decode(tokens, skip_special_tokens=True)
-    return out
+    prompts = [tokenizer(job["prompt"]).input_ids for job in jobs]
+    outs = ptp.generate(model, prompts, [job["max_tokens"] for job in jobs], sampling, [job["seed"] for job in jobs],
+                        "ar", max_batch=REFERENCE_BATCH)
+    return {job["seed"]: tokenizer.decode(out.tokens, skip_special_tokens=True)
+            for job, out in zip(jobs, outs, strict=True)}
 
 
 def free_port() -> int:
@@ -68,10 +78,13 @@ def rss_bytes(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def running_server(model_dir: Path, port: int, threads: int, queue_size: int, log: Path):
+def running_server(model_dir: Path, port: int, threads: int, queue_size: int, log: Path, max_batch: int | None = None,
+                   method: str | None = None):
     """``ptp serve`` in a subprocess on 127.0.0.1:port; yields its pid once /health answers."""
     cmd = [sys.executable, "-m", "ptp.cli", "--threads", str(threads), "serve", "--model", str(model_dir),
            "--host", "127.0.0.1", "--port", str(port), "--queue-size", str(queue_size), "--log-level", "warning"]
+    cmd += ["--max-batch", str(max_batch)] if max_batch else []
+    cmd += ["--method", method] if method else []
     with log.open("w") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
         try:
@@ -185,6 +198,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--requests", type=int, default=4, help="requests per client, sent one after another")
     p.add_argument("--max-tokens", type=int, default=32, help="max_tokens of every request")
     p.add_argument("--threads", type=int, default=1, help="torch threads in the server (and the AR reference)")
+    p.add_argument("--max-batch", type=int, default=None, help="the server's --max-batch (default: its own)")
+    p.add_argument("--method", default=None, help="the server's --method (default: the model's fastest)")
+    p.add_argument("--baseline", action="store_true",
+                   help="run the same load on a one-at-a-time server (--max-batch 1) too and compare")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--deadline", type=float, default=900.0, help="seconds for the whole load phase")
     p.add_argument("--memory-tolerance", type=float, default=0.10, help="allowed relative RSS growth")
@@ -215,12 +232,32 @@ def load_test(args: argparse.Namespace, model_dir: Path, log: Path) -> dict:
     sampling = ptp.PTPModel.from_pretrained(model_dir).cfg.sampling
     jobs = make_jobs(args.clients, args.requests, args.max_tokens)
     expected = expected_texts(model_dir, [job for client in jobs for job in client], sampling)
+    report = serve_load(args, model_dir, log, jobs, expected, sampling, args.max_batch)
+    report["config"] = {"model": str(model_dir), "clients": args.clients, "requests_per_client": args.requests,
+                        "max_tokens": args.max_tokens, "threads": args.threads, "sampling": sampling.to_dict(),
+                        "max_batch": args.max_batch, "method": args.method,
+                        "torch": torch.__version__, "cpus": len(os.sched_getaffinity(0))}
+    report["p95_vs_lone"] = report["latency_p95_s"] / report["lone_latency_s"]
+    if args.baseline:
+        base = serve_load(args, model_dir, log, jobs, expected, sampling, max_batch=1)
+        report["one_at_a_time"] = base
+        report["throughput_vs_one_at_a_time"] = report["tokens_per_s"] / base["tokens_per_s"]
+        report["passed"] = report["passed"] and base["passed"]
+    return report
+
+
+def serve_load(args: argparse.Namespace, model_dir: Path, log: Path, jobs: list[list[dict]],
+               expected: dict[int, str], sampling: ptp.SamplingConfig, max_batch: int | None) -> dict:
+    """Start a server, time lone requests, run the load, summarise it."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
-    with running_server(model_dir, port, args.threads, max(64, 2 * args.clients), log) as pid:
+    with running_server(model_dir, port, args.threads, max(64, 2 * args.clients), log, max_batch,
+                        args.method) as pid:
         name = httpx.get(f"{base_url}/models", timeout=10).json()["data"][0]["id"]
         warm_up = make_jobs(1, 4, args.max_tokens)
         asyncio.run(run_clients(base_url, name, warm_up, sampling, args.timeout))
+        lone = asyncio.run(run_clients(base_url, name, make_jobs(1, LONE_REQUESTS, args.max_tokens), sampling,
+                                       args.timeout))
         time.sleep(SETTLE_SECONDS)
         rss_before = rss_bytes(pid)
         started = time.perf_counter()
@@ -231,9 +268,8 @@ def load_test(args: argparse.Namespace, model_dir: Path, log: Path) -> dict:
         rss_after = rss_bytes(pid)
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     report = summarise(records, expected, wall, rss_before, rss_after, args.memory_tolerance)
-    report["config"] = {"model": str(model_dir), "clients": args.clients, "requests_per_client": args.requests,
-                        "max_tokens": args.max_tokens, "threads": args.threads, "sampling": sampling.to_dict(),
-                        "torch": torch.__version__, "cpus": len(os.sched_getaffinity(0))}
+    report["max_batch"] = max_batch
+    report["lone_latency_s"] = statistics.median(r["latency_s"] for r in lone)
     report["server_mat"] = next((float(line.split()[1]) for line in metrics.splitlines()
                                  if line.startswith("ptp_mean_accepted_tokens_per_call ")), None)
     return report
