@@ -1,5 +1,7 @@
 """Batched decoding: every row of a batch emits exactly its prompt's own AR tokens, whatever it is batched with."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -9,7 +11,7 @@ import ptp
 from conftest import head_model, ptp_model
 from ptp.decoding import BatchDecoder, DecodeConfig, OracleDrafter, prepare
 from ptp.decoding.row_cache import RowCache, keys_visible
-from ptp.testing import FAMILIES
+from ptp.testing import FAMILIES, tiny_teacher
 
 SAMPLINGS = [
     ptp.SamplingConfig(temperature=0),
@@ -152,3 +154,28 @@ def test_call_mask_hides_other_rows_unverified_entries():
     assert mask[0, 1].tolist() == [False] * 5 + [True, False]  # padding sees only itself
     assert mask[1, 2].tolist() == [True] * 5 + [False] * 2  # 2 cached + 3 new, causal
     assert mask[1, 0].tolist() == [True] * 3 + [False] * 4
+
+
+@pytest.mark.parametrize("method", ["draft-verify", "pqd"])
+def test_batch_budgets_follow_the_rows_decoded_together(method):
+    """((1, 8), (3, 0)): no drafting while three rows share the calls, drafting again once rows leave;
+    every row still equals its own AR."""
+    model = ptp_model("llama", "o-ptp", sharpness=8.0)
+    sampling = SAMPLINGS[1]
+    prompts, max_new, seeds = [_prompt(4, 0), _prompt(6, 1), _prompt(3, 2)], [6, 6, 30], [0, 1, 2]
+    drafters = [OracleDrafter(model, sampling, seed=s) for s in seeds]  # always right: MAT > 1 where it drafts
+    outs = ptp.generate(model, prompts, max_new, sampling, seeds, method, drafter=drafters,
+                        batch_budgets=[(1, 8), (3, 0)])
+    assert [o.tokens.tolist() for o in outs] == _alone(model, prompts, max_new, [sampling] * 3, seeds)
+    assert outs[0].accepted_per_call == [1] * 6  # its whole life in a batch of 3: one token per call
+    assert max(outs[2].accepted_per_call) > 1  # alone after the others finished: it drafts again
+    with pytest.raises(ValueError, match="batch_budgets"):
+        ptp.generate(model, prompts, 4, batch_budgets=[(3, 0), (1, 8)])
+
+
+def test_batch_budgets_survive_a_checkpoint(tmp_path):
+    model = ptp.PTPModel.from_teacher(tiny_teacher("llama"), lora_rank=4, window=4)
+    model.cfg = replace(model.cfg, batch_budgets=((1, 6), (8, 0)))
+    model.save_pretrained(tmp_path / "m")
+    loaded = ptp.PTPModel.from_pretrained(tmp_path / "m", teacher=tiny_teacher("llama"))
+    assert loaded.cfg.batch_budgets == ((1, 6), (8, 0))

@@ -80,6 +80,16 @@ def test_tune_measures_budgets_and_writes_the_best(bench_dir, capsys):
     assert ptp.PTPModel.from_pretrained(model).cfg.slot_budget == best
 
 
+def test_tune_per_batch_size_writes_batch_budgets(bench_dir, capsys):
+    model = bench_dir / "model"
+    code = main(["tune", "--model", str(model), "--num-prompts", "1", "--budgets", "4", "--batch-sizes", "1", "3",
+                 "--max-new-tokens", "6", "--write"])
+    out = capsys.readouterr().out
+    assert code == 0 and "batch of 1:" in out and "batch of 3:" in out
+    pairs = ptp.PTPModel.from_pretrained(model).cfg.batch_budgets
+    assert [b for b, _ in pairs] == [1, 3] and all(k in (0, 4) for _, k in pairs)
+
+
 def test_forward_cost_reports_a_positive_cost_per_query_size(bench_dir):
     from ptp.bench.tune import forward_cost
 

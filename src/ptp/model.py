@@ -54,6 +54,24 @@ TRAIN_WINDOW = 8  # the window ``ptp train`` (DrafterConfig) and ``ptp train-hea
 DEFAULT_SLOT_BUDGET = 16  # PQD u-slots per call until ``ptp tune`` measures a machine's best
 
 
+def check_batch_budgets(pairs: tuple[tuple[int, int], ...]) -> None:
+    """(batch size >= 1, budget >= 0) pairs with strictly ascending batch sizes, or ValueError."""
+    sizes = [b for b, _ in pairs]
+    if any(isinstance(v, bool) or not isinstance(v, int) for pair in pairs for v in pair) or any(
+            b < 1 or k < 0 for b, k in pairs) or sizes != sorted(set(sizes)):
+        raise ValueError(f"batch_budgets must be (batch size >= 1, budget >= 0) pairs with ascending sizes, "
+                         f"got {pairs!r}")
+
+
+def budget_for(pairs: tuple[tuple[int, int], ...], rows: int) -> int | None:
+    """The budget of the largest batch size <= rows (None if there is none)."""
+    chosen = None
+    for size, budget in pairs:
+        if size <= rows:
+            chosen = budget
+    return chosen
+
+
 def slot_offset(mode: str) -> int:
     """0: the slot carrying u_k predicts t_k (o-ptp, mtp); 1: it predicts t_{k+1} (c-ptp)."""
     if mode not in MODES:
@@ -85,6 +103,10 @@ class PTPConfig:
     drafter: str = "lora"  # one of DRAFTERS
     head: HeadConfig = field(default_factory=HeadConfig)  # the feature head's shape (drafter "head")
     draft_len: int = 0  # default draft-verify u-slots per drafter call (``ptp tune``); 0 = the window
+    # ``ptp tune --batch-sizes``: (batch size, budget) pairs, ascending. A step decoding B rows together uses
+    # the budget of the largest size <= B: pqd u-slots per row, or draft-verify drafts per call; 0 = no
+    # drafting (every call verifies one token). Empty: slot_budget / draft_len whatever the batch.
+    batch_budgets: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -102,6 +124,7 @@ class PTPConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if isinstance(self.draft_len, bool) or not isinstance(self.draft_len, int) or self.draft_len < 0:
             raise ValueError(f"draft_len must be an integer >= 0 (0 = the window), got {self.draft_len!r}")
+        check_batch_budgets(self.batch_budgets)
 
     @property
     def slot_offset(self) -> int:
@@ -121,6 +144,7 @@ class PTPConfig:
             "drafter": self.drafter,
             "head": self.head.to_dict(),
             "draft_len": self.draft_len,
+            "batch_budgets": [list(pair) for pair in self.batch_budgets],
         }
 
     @classmethod
@@ -137,6 +161,7 @@ class PTPConfig:
             drafter=data.get("drafter", "lora"),
             head=HeadConfig.from_dict(data.get("head", {})),
             draft_len=int(data.get("draft_len", 0)),
+            batch_budgets=tuple((int(b), int(k)) for b, k in data.get("batch_budgets", ())),
         )
 
 

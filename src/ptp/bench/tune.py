@@ -86,30 +86,31 @@ def tune_slot_budget(
     seed: int = 0,
     eos_ids: list[int] | None = None,
     progress: Callable[[str], None] | None = None,
+    batch: int = 1,
 ) -> tuple[int, list[BudgetTrial]]:
     """The fastest budget and every trial; prompts run interleaved over budgets to share the noise.
 
-    For a feature-head model the candidates are draft lengths of draft-verify.
+    The candidates are PQD slot budgets, or draft lengths of draft-verify for a feature-head model;
+    0 = no drafting. With ``batch`` > 1, the prompts are decoded ``batch`` at a time (one batch), and
+    tokens/s counts every row.
     """
-    if not prompts or not candidates:
-        raise ValueError("tuning needs at least one prompt and one candidate budget")
+    groups = [list(prompts[i : i + batch]) for i in range(0, len(prompts) - batch + 1, batch)]
+    if not groups or not candidates:
+        raise ValueError(f"tuning needs at least {batch} prompt(s) and one candidate budget")
     totals = {b: [0, 0.0, 0] for b in candidates}  # tokens, seconds, teacher calls
-
-    def knob(value: int) -> dict:
-        return {"draft_len": value} if model.is_head else {"slot_budget": value}
-
     method = model.default_method
-    ptp.generate(model, prompts[0], 8, sampling, seed, method, eos_token_id=eos_ids, **knob(candidates[0]))
-    for i, prompt in enumerate(prompts):
+    ptp.generate(model, prompts[0], 8, sampling, seed, method, eos_token_id=eos_ids)
+    for g, group in enumerate(groups):
+        seeds = [seed + g * batch + k for k in range(batch)]
         for budget in candidates:
             start = time.perf_counter()
-            out = ptp.generate(model, prompt, max_new_tokens, sampling, seed + i, method, eos_token_id=eos_ids,
-                               **knob(budget))
-            totals[budget][0] += len(out.tokens)
+            outs = ptp.generate(model, group, max_new_tokens, sampling, seeds, method, eos_token_id=eos_ids,
+                                batch_budgets=[(1, budget)])
             totals[budget][1] += time.perf_counter() - start
-            totals[budget][2] += out.teacher_calls
+            totals[budget][0] += sum(len(out.tokens) for out in outs)
+            totals[budget][2] += sum(out.teacher_calls for out in outs)
         if progress:
-            progress(f"prompt {i + 1}/{len(prompts)}")
+            progress(f"batch {g + 1}/{len(groups)}" if batch > 1 else f"prompt {g + 1}/{len(groups)}")
     trials = [BudgetTrial(b, t, s, t / max(c, 1)) for b, (t, s, c) in totals.items()]
     best = max(trials, key=lambda trial: trial.tokens_per_second)
     return best.budget, trials

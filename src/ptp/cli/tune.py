@@ -1,7 +1,9 @@
 """Measure the fastest PQD slot budget (or feature-head draft length) on this machine; --write stores it.
 
 Prints the cost of a teacher call per number of rows, then runs the model's method at each
-candidate on a few held-out prompts and reports tokens/s and MAT per candidate.
+candidate on a few held-out prompts and reports tokens/s and MAT per candidate. With --batch-sizes
+it does so per batch size (prompts decoded together, "no drafting" among the candidates): rows
+share each call, so the budget that pays at one request rarely pays in a full batch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"slot budgets to try (default: {' '.join(map(str, TUNE_CANDIDATES))}; a feature "
                         "head: draft lengths 1..window)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None, metavar="B",
+                   help="tune per batch size instead: B prompts decoded together, budget 0 (no drafting) "
+                        "among the candidates; --write stores the (B, best) pairs as batch_budgets, which "
+                        "ptp serve and batched generate use (e.g. --batch-sizes 1 4 16)")
     add_device_arg(p)
     p.add_argument("--write", action="store_true",
                    help="store the best budget in the checkpoint's ptp_config.json (needs --model)")
@@ -56,13 +62,36 @@ def run(args: argparse.Namespace) -> int:
     print("cost of one call over q query tokens (cache of 256): "
           + ", ".join(f"q={q}: {s * 1000:.1f} ms ({s / costs[1]:.2f}x)" for q, s in costs.items()))
     candidates = args.budgets or (list(range(1, model.cfg.window + 1)) if model.is_head else DEFAULT_CANDIDATES)
+    knob = "draft_len" if model.is_head else "slot_budget"
+    if args.batch_sizes:
+        if any(b < 1 for b in args.batch_sizes):
+            raise ValueError(f"--batch-sizes must be >= 1, got {args.batch_sizes}")
+        candidates = sorted({0, *candidates})
+        prompts = first_prompt_ids(args.prompts or str(model_dir / "prompts.jsonl"), tokenizer,
+                                   max(args.num_prompts, *args.batch_sizes))
+        rows = [ids for _, ids in prompts]
+        rows = (rows * (1 + max(args.batch_sizes) // len(rows)))[: max(args.num_prompts, *args.batch_sizes)]
+        pairs = []
+        for batch in sorted(set(args.batch_sizes)):  # prompts repeat (with other seeds) if there are too few
+            best, trials = tune_slot_budget(model, rows, sampling, candidates,
+                                            args.max_new_tokens, eos_ids=eos, batch=batch)
+            _print_trials(f"batch of {batch}", model.is_head, trials, best)
+            pairs.append((batch, best))
+        if args.write:
+            update_config(model_dir, batch_budgets=pairs)
+            print(f"wrote batch_budgets={pairs} to {model_dir / CONFIG_NAME}")
+        return 0
     best, trials = tune_slot_budget(model, [ids for _, ids in prompts], sampling, candidates,
                                     args.max_new_tokens, eos_ids=eos)
-    knob = "draft_len" if model.is_head else "slot_budget"
-    print(f"{'drafts' if model.is_head else 'budget':>6} {'tok/s':>8} {'MAT':>6}")
-    for t in trials:
-        print(f"{t.budget:>6} {t.tokens_per_second:>8.1f} {t.mat:>6.2f}" + ("  <- best" if t.budget == best else ""))
+    _print_trials("one request", model.is_head, trials, best)
     if args.write:
         update_config(model_dir, **{knob: best})
         print(f"wrote {knob}={best} to {model_dir / CONFIG_NAME}")
     return 0
+
+
+def _print_trials(title: str, is_head: bool, trials, best: int) -> None:
+    print(f"{title}:")
+    print(f"{'drafts' if is_head else 'budget':>6} {'tok/s':>8} {'MAT':>6}")
+    for t in trials:
+        print(f"{t.budget:>6} {t.tokens_per_second:>8.1f} {t.mat:>6.2f}" + ("  <- best" if t.budget == best else ""))

@@ -48,6 +48,7 @@ def generate_stream(
     eos_token_id: int | list[int] | None = None,
     drafter: Drafter | Sequence[Drafter] | None = None,
     max_batch: int = 0,
+    batch_budgets: Sequence[tuple[int, int]] | None = None,
 ) -> Iterator[Chunk]:
     """Yield each call's verified tokens as soon as they are verified (first chunk: the prefill).
 
@@ -57,8 +58,10 @@ def generate_stream(
     method: "ar", "draft-verify" or "pqd"; None = the model's fastest (``PTPModel.default_method``).
 
     sampling defaults to the SamplingConfig the model was distilled at. slot_budget (None: the model's
-    tuned budget), max_group_slots, draft_len (0: the model's): see DecodeConfig. stop_strings need the
-    tokenizer. eos_token_id defaults to the teacher's; drafter to the model's own (PTPDrafter).
+    tuned budget), max_group_slots, draft_len (0: the model's): see DecodeConfig; given either budget
+    holds at every batch size, else the model's ``batch_budgets`` (``ptp tune --batch-sizes``) apply;
+    batch_budgets (see DecodeConfig; ((1, 0),) = never draft) overrides both.
+    stop_strings need the tokenizer. eos_token_id defaults to the teacher's; drafter to the model's own (PTPDrafter).
 
     Several prompts (a list of token lists or 1-D tensors, or a 2-D tensor with more than one row) are
     decoded as one batch, at most ``max_batch`` rows at once (0: all); max_new_tokens, sampling, seed,
@@ -74,6 +77,12 @@ def generate_stream(
         "stop_strings": _per_row(stop_strings, n, "stop_strings", nested=True),
         "drafter": _per_row(drafter, n, "drafter"),
     }
+    if batch_budgets is not None:
+        budgets = tuple((int(b), int(k)) for b, k in batch_budgets)
+    elif slot_budget is not None or draft_len:  # a budget the caller gives holds at every batch size
+        budgets = ()
+    else:
+        budgets = model.cfg.batch_budgets
     requests = []
     for i, prompt in enumerate([input_ids] if prompts is None else prompts):
         cfg = DecodeConfig(
@@ -83,6 +92,7 @@ def generate_stream(
             max_group_slots=max_group_slots,
             draft_len=draft_len or model.cfg.draft_len,
             stop_strings=tuple(per_row["stop_strings"][i]),
+            batch_budgets=budgets,
         )
         requests.append(prepare(model, prompt, cfg, per_row["sampling"][i] or model.cfg.sampling,
                                 per_row["seed"][i], per_row["drafter"][i], tokenizer, eos_token_id))

@@ -31,7 +31,7 @@ from ptp.decoding.row_cache import RowCache, RowView
 from ptp.decoding.step import Request, Result, Step, head_draft, prefill_call, run_call, verify
 from ptp.decoding.stopping import StopChecker
 from ptp.decoding.types import Chunk, DecodeConfig, Draft, GenerateOutput
-from ptp.model import PTPModel
+from ptp.model import PTPModel, budget_for
 from ptp.sampling import SamplingConfig, pick, process
 from ptp.ustream import UStream
 
@@ -63,6 +63,7 @@ class _State:
     head_cache: RowView | None = None  # feature head: its row of the head's cache of context rows
     head_features: torch.Tensor | None = None  # feature head: teacher features not yet in head_cache [C, H]
     head_last: torch.Tensor | None = None  # feature head: the teacher's feature of the last cached token [H]
+    batch_rows: int = 1  # rows decoded together in the current step (picks cfg.batch_budgets' entry)
 
     @property
     def generated(self) -> int:
@@ -71,6 +72,16 @@ class _State:
     @property
     def cache_len(self) -> int:
         return len(self.context) - 1
+
+    def draft_len(self) -> int:
+        """draft-verify: drafts to propose this step."""
+        tuned = budget_for(self.cfg.batch_budgets, self.batch_rows)
+        return (self.cfg.draft_len or self.model.cfg.window) if tuned is None else tuned
+
+    def slot_budget(self) -> int:
+        """pqd: u-slots for this step's hypothesis groups."""
+        tuned = budget_for(self.cfg.batch_budgets, self.batch_rows)
+        return self.cfg.slot_budget if tuned is None else tuned
 
     def room(self, first_position: int) -> int:
         """How many consecutive positions from first_position still fit in the context."""
@@ -85,7 +96,7 @@ def _ar_step(s: _State) -> Step:
 def _head_step(s: _State) -> Step:
     """Draft-verify with a feature head: a head call drafts, one teacher call verifies."""
     n = s.generated
-    slots = min(s.cfg.draft_len or s.model.cfg.window, s.room(s.cache_len + 1))
+    slots = min(s.draft_len(), s.room(s.cache_len + 1))
     drafts: list[int] = []
     if slots:
         ustream = s.ustream
@@ -106,14 +117,16 @@ def _head_step(s: _State) -> Step:
     # The pending token and the accepted drafts enter the teacher's cache: their features join the head's.
     s.head_features = torch.cat([s.head_features, verifier.features[: verdict.accepted + 1]])
     s.head_last = s.head_features[-1]
-    return verdict, 2
+    return verdict, 2 if slots else 1
 
 
 def _draft_verify_step(s: _State) -> Step:
     if s.model.is_head:
         return (yield from _head_step(s))
+    if s.draft_len() == 0:  # no drafting at this batch size (batch_budgets): one call per token
+        return (yield from _ar_step(s))
     n, offset = s.generated, s.model.cfg.slot_offset
-    slots = min(s.cfg.draft_len or s.model.cfg.window, s.room(s.cache_len + offset))
+    slots = min(s.draft_len(), s.room(s.cache_len + offset))
     call = yield from run_call(s.model, s.cache, [s.context[-1]], [slots] if slots else [], n, s.ustream)
     crop_cache(s.cache, s.cache_len)
     drafts: list[int] = []
@@ -136,7 +149,7 @@ def _pqd_step(s: _State) -> Step:
     sizes = allocate_slots(
         confidence,
         survival(cfg.correct_hist, cfg.window),
-        s.cfg.slot_budget,
+        s.slot_budget(),
         # an O-PTP group's first slot yields no draft, so it may hold one slot more than the window
         s.cfg.max_group_slots or cfg.window + 1 - offset,
         offset,
@@ -327,6 +340,8 @@ class BatchDecoder:
         Finished rows leave the batch after their last chunk (``stop_reason`` set).
         """
         start = time.perf_counter()
+        for row in self._rows.values():
+            row.state.batch_rows = len(self._rows)
         steps = {request: (_run_step if row.prefilled else _prefill_step)(row.state)
                  for request, row in self._rows.items()}
         values = _advance_together(self.model, steps)

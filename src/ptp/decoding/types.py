@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ptp.model import DEFAULT_SLOT_BUDGET
+from ptp.model import DEFAULT_SLOT_BUDGET, check_batch_budgets
 
 METHODS = ("ar", "draft-verify", "pqd")
 
@@ -30,6 +30,9 @@ class DecodeConfig:
     max_group_slots: int = 0  # pqd: most u-slots one group may get; 0 = the model's training window
     draft_len: int = 0  # draft-verify: u-slots per drafter call; 0 = the model's training window
     stop_strings: tuple[str, ...] = ()  # stop once the decoded text contains one (needs a tokenizer)
+    # (batch size, budget) pairs: a step over B rows uses the budget of the largest size <= B instead of
+    # slot_budget (pqd) or draft_len (draft-verify); 0 = no drafts. Empty: those fields, whatever the batch.
+    batch_budgets: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -42,6 +45,7 @@ class DecodeConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0 (0 = the model's window), got {value!r}")
+        check_batch_budgets(self.batch_budgets)
         if any(not isinstance(s, str) or not s for s in self.stop_strings):
             raise ValueError(f"stop_strings must be non-empty strings, got {self.stop_strings!r}")
 

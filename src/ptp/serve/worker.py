@@ -171,9 +171,11 @@ class ModelWorker:
                 continue
             r = job.request
             try:
+                model_cfg = self.model.cfg
                 cfg = DecodeConfig(method=self.method, max_new_tokens=r.max_tokens,
-                                   slot_budget=self.slot_budget or self.model.cfg.slot_budget,
-                                   draft_len=self.model.cfg.draft_len, stop_strings=tuple(r.stop))
+                                   slot_budget=self.slot_budget or model_cfg.slot_budget,
+                                   draft_len=model_cfg.draft_len, stop_strings=tuple(r.stop),
+                                   batch_budgets=() if self.slot_budget else model_cfg.batch_budgets)
                 request = prepare(self.model, list(r.prompt_ids), cfg, r.sampling, r.seed, tokenizer=self.tokenizer)
             except ValueError as err:
                 job.emit(Failed(str(err), bad_input=True))
