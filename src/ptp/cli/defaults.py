@@ -48,5 +48,5 @@ HEAD_TRAIN = SimpleNamespace(steps=2000, rows_per_step=4, windows_per_row=32, lr
                              seed=0)
 # ptp.serve.config.ServeConfig
 SERVE = SimpleNamespace(model_name="", host="127.0.0.1", port=8000, method=None, slot_budget=None, queue_size=64,
-                        max_batch=16, max_tokens_limit=1024, default_max_tokens=16, max_prompt_tokens=0,
+                        max_batch=32, max_tokens_limit=1024, default_max_tokens=16, max_prompt_tokens=0,
                         max_body_bytes=1_048_576)

@@ -9,6 +9,7 @@ share each call, so the budget that pays at one request rarely pays in a full ba
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ptp.cli.common import add_device_arg, add_sampling_args, sampling_from_args, tokenizer_dir, torch_device
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else None
     costs = forward_cost(model)
     print("cost of one call over q query tokens (cache of 256): "
-          + ", ".join(f"q={q}: {s * 1000:.1f} ms ({s / costs[1]:.2f}x)" for q, s in costs.items()))
+          + ", ".join(f"q={q}: {s * 1000:.1f} ms ({s / costs[1]:.2f}x)" for q, s in costs.items()), flush=True)
     candidates = args.budgets or (list(range(1, model.cfg.window + 1)) if model.is_head else DEFAULT_CANDIDATES)
     knob = "draft_len" if model.is_head else "slot_budget"
     if args.batch_sizes:
@@ -74,24 +75,29 @@ def run(args: argparse.Namespace) -> int:
         pairs = []
         for batch in sorted(set(args.batch_sizes)):  # prompts repeat (with other seeds) if there are too few
             best, trials = tune_slot_budget(model, rows, sampling, candidates,
-                                            args.max_new_tokens, eos_ids=eos, batch=batch)
+                                            args.max_new_tokens, eos_ids=eos, batch=batch, progress=_progress)
             _print_trials(f"batch of {batch}", model.is_head, trials, best)
             pairs.append((batch, best))
         if args.write:
             update_config(model_dir, batch_budgets=pairs)
-            print(f"wrote batch_budgets={pairs} to {model_dir / CONFIG_NAME}")
+            print(f"wrote batch_budgets={pairs} to {model_dir / CONFIG_NAME}", flush=True)
         return 0
     best, trials = tune_slot_budget(model, [ids for _, ids in prompts], sampling, candidates,
-                                    args.max_new_tokens, eos_ids=eos)
+                                    args.max_new_tokens, eos_ids=eos, progress=_progress)
     _print_trials("one request", model.is_head, trials, best)
     if args.write:
         update_config(model_dir, **{knob: best})
-        print(f"wrote {knob}={best} to {model_dir / CONFIG_NAME}")
+        print(f"wrote {knob}={best} to {model_dir / CONFIG_NAME}", flush=True)
     return 0
 
 
+def _progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
 def _print_trials(title: str, is_head: bool, trials, best: int) -> None:
-    print(f"{title}:")
-    print(f"{'drafts' if is_head else 'budget':>6} {'tok/s':>8} {'MAT':>6}")
+    print(f"{title}:", flush=True)
+    print(f"{'drafts' if is_head else 'budget':>6} {'tok/s':>8} {'MAT':>6}", flush=True)
     for t in trials:
-        print(f"{t.budget:>6} {t.tokens_per_second:>8.1f} {t.mat:>6.2f}" + ("  <- best" if t.budget == best else ""))
+        mark = "  <- best" if t.budget == best else ""
+        print(f"{t.budget:>6} {t.tokens_per_second:>8.1f} {t.mat:>6.2f}{mark}", flush=True)
