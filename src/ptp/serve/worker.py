@@ -10,6 +10,9 @@ soon as the step verified it. A finished row leaves the batch at once, freeing i
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import functools
 import logging
 import queue
 import threading
@@ -22,6 +25,23 @@ from ptp.serve.protocol import GenerationRequest
 
 logger = logging.getLogger(__name__)
 STOP_JOIN_SECONDS = 30.0  # how long stop() waits for the running step to end
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None elsewhere."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps a batch's freed activations otherwise)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 @dataclass(frozen=True)
@@ -186,11 +206,15 @@ class ModelWorker:
 
     def _drop_cancelled(self, batch: BatchDecoder) -> None:
         """Rows whose client went away leave the batch before the next call."""
+        dropped = False
         for key, job in list(self._running.items()):
             if job.cancelled:
                 batch.cancel(key)
                 del self._running[key]
                 job.emit(Finished(cancelled=True))
+                dropped = True
+        if dropped and not self._running:
+            release_memory()
 
     def _deliver(self, batch: BatchDecoder, chunk: Chunk) -> None:
         job = self._running[chunk.request]
@@ -204,3 +228,5 @@ class ModelWorker:
             if job.teacher_calls:
                 self.metrics.observe_request_mat(job.tokens / job.teacher_calls)
             job.emit(Finished())
+            if not self._running:  # the batch emptied: its cache rows are gone, return the pages too
+                release_memory()
