@@ -1,0 +1,1 @@
+"""ptp drafters inside vLLM 0.32 (experiment): a ``custom_class`` speculative proposer."""
