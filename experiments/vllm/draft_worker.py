@@ -7,9 +7,10 @@ Request:  {"contexts": [[token ids], ...], "k": 3}
 Answer:   {"drafts": [[k token ids], ...]}
 
 Drafts are the feature head's greedy chain (u = 0 in the model's most-likely-first CDF order): what
-a PTP drafter proposes under greedy decoding, and a u-blind proposal under sampling. Each call
-recomputes the teacher's features of the whole context (no state between calls: the proposer does
-not see request ids), so it is correct but not fast.
+a PTP drafter proposes under greedy decoding, and a u-blind proposal under sampling. The proposer
+sees no request ids, so the worker keys its state by content: it keeps the teacher's KV cache and
+features of recent contexts (``IncrementalDrafter``) and extends the longest one that is a prefix
+of the new context (committed tokens never change), so a step costs the new tokens, not the context.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 
@@ -28,18 +31,67 @@ from ptp.decoding.step import head_draft, prefill_call
 
 @torch.no_grad()
 def greedy_drafts(model: ptp.PTPModel, context: list[int], k: int) -> list[int]:
-    """The head's k-token greedy draft after ``context`` (the last token is the pending one)."""
-    if not model.is_head:
-        raise ValueError("the worker drafts with a feature-head drafter (drafter='head')")
-    teacher_rows, head_rows = RowCache(), RowCache()
-    cache = teacher_rows.view(teacher_rows.add_row())
-    hidden = model.teacher.config.hidden_size
-    features = drive(model, prefill_call(cache, context[:-1])) if len(context) > 1 else torch.zeros(0, hidden)
-    last = features[-1] if len(features) else torch.zeros(hidden)
-    u = torch.zeros(k)  # greedy: u = 0 asks for the most likely token at every slot
-    logits = drive(model, head_draft(model, head_rows.view(head_rows.add_row()), features, last, context[-1],
-                                     len(context) - 1, u))
-    return logits.argmax(-1).tolist()
+    """The head's k-token greedy draft after ``context`` (the last token is the pending one), from scratch."""
+    return IncrementalDrafter(model, capacity=1).draft(context, k)
+
+
+@dataclass
+class _Context:
+    """A context the teacher has cached: its tokens, cache rows and the features the head has not read."""
+
+    tokens: list[int]  # cached by the teacher (a context without its pending token)
+    row: int  # teacher RowCache row
+    head_row: int  # head RowCache row
+    unread: torch.Tensor  # [C, H] teacher features not yet in the head's cache
+    last: torch.Tensor  # [H] the teacher's feature of the last cached token
+
+
+class IncrementalDrafter:
+    """Greedy head drafts for contexts that grow between calls, extending cached prefixes."""
+
+    def __init__(self, model: ptp.PTPModel, capacity: int = 64) -> None:
+        if not model.is_head:
+            raise ValueError("the worker drafts with a feature-head drafter (drafter='head')")
+        self.model, self.capacity = model, capacity
+        self.teacher_rows, self.head_rows = RowCache(), RowCache()
+        self.contexts: OrderedDict[int, _Context] = OrderedDict()  # least recently used first
+        self._next = 0
+
+    @torch.no_grad()
+    def draft(self, context: list[int], k: int) -> list[int]:
+        cached = self._claim(context[:-1])
+        new = context[len(cached.tokens) : -1]
+        if new:
+            features = drive(self.model, prefill_call(self.teacher_rows.view(cached.row), new))
+            cached.unread = torch.cat([cached.unread, features])
+            cached.last, cached.tokens = features[-1], cached.tokens + new
+        u = torch.zeros(k)  # greedy: u = 0 asks for the most likely token at every slot
+        logits = drive(self.model, head_draft(self.model, self.head_rows.view(cached.head_row), cached.unread,
+                                              cached.last, context[-1], len(cached.tokens), u))
+        cached.unread = cached.unread[:0]
+        self._keep(cached)
+        return logits.argmax(-1).tolist()
+
+    def _claim(self, prefix: list[int]) -> _Context:
+        """Take the cached context that is the longest prefix of ``prefix`` out of the pool, or a new one."""
+        best = None
+        for key, item in self.contexts.items():
+            n = len(item.tokens)
+            if n <= len(prefix) and item.tokens == prefix[:n] and (best is None or n > len(self.contexts[best].tokens)):
+                best = key
+        if best is not None:
+            return self.contexts.pop(best)
+        hidden = self.model.teacher.config.hidden_size
+        return _Context([], self.teacher_rows.add_row(), self.head_rows.add_row(), torch.zeros(0, hidden),
+                        torch.zeros(hidden))
+
+    def _keep(self, item: _Context) -> None:
+        self.contexts[self._next] = item
+        self._next += 1
+        while len(self.contexts) > self.capacity:
+            _, old = self.contexts.popitem(last=False)
+            self.teacher_rows.remove_row(old.row)
+            self.head_rows.remove_row(old.head_row)
 
 
 def main() -> None:
@@ -49,10 +101,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = ptp.PTPModel.from_pretrained(args.model).eval()
+    drafter = IncrementalDrafter(model)
     print(json.dumps({"ready": True, "vocab_size": model.vocab_size}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
-        drafts = [greedy_drafts(model, context, int(request["k"])) for context in request["contexts"]]
+        drafts = [drafter.draft(context, int(request["k"])) for context in request["contexts"]]
         print(json.dumps({"drafts": drafts}), flush=True)
 
 

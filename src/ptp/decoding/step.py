@@ -106,10 +106,12 @@ def run_call(
 
 
 def prefill_call(cache: RowView, tokens: list[int]) -> Generator[Request, Result, torch.Tensor | None]:
-    """Cache ``tokens`` (no logits); returns their features [len, H] (feature-head models) or None."""
-    n = len(tokens)
+    """Cache ``tokens`` after what the row holds (no logits); returns their features [len, H]
+    (feature-head models) or None."""
+    n, start = len(tokens), cache.get_seq_length()
     local = torch.tril(torch.ones(n, n, dtype=torch.bool))
-    call = TeacherCall(tokens, torch.zeros(n), torch.zeros(n, dtype=torch.bool), torch.arange(n), local, logits=False)
+    call = TeacherCall(tokens, torch.zeros(n), torch.zeros(n, dtype=torch.bool), torch.arange(start, start + n), local,
+                       logits=False)
     out = yield Request(cache, call)
     return out.hidden
 
