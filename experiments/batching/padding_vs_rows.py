@@ -1,5 +1,6 @@
 """Per-row cache offsets (ptp's RowCache) against left padding with masks (Hugging Face's own batched
-``generate`` over a DynamicCache), on the same prompts, greedy AR, side by side in one process.
+``generate`` over a DynamicCache), on the same prompts, greedy AR, side by side in one process; and
+how many rows of each equal the prompt decoded alone.
 
     python experiments/batching/padding_vs_rows.py --out experiments/batching/results/padding_vs_rows.json
 """
@@ -56,10 +57,14 @@ def main() -> None:
             times["left_padding"] += time.perf_counter() - start
             same &= [o.tokens.tolist() for o in ours] == theirs[:, width:].tolist()
         tokens = b * n * args.repeats
+        alone = [ptp.generate(model, p, n, greedy, 0, "ar", eos_token_id=[]).tokens.tolist() for p in batch]
         row = {"batch": b, "row_cache_tokens_per_s": round(tokens / times["row_cache"], 2),
                "left_padding_tokens_per_s": round(tokens / times["left_padding"], 2),
                "row_cache_vs_left_padding": round(times["left_padding"] / times["row_cache"], 3),
-               "same_tokens": same}
+               "same_tokens": same,
+               "row_cache_rows_equal_to_alone": sum(o.tokens.tolist() == a for o, a in zip(ours, alone, strict=True)),
+               "left_padding_rows_equal_to_alone": sum(t == a for t, a in zip(theirs[:, width:].tolist(), alone,
+                                                                               strict=True))}
         rows.append(row)
         print(json.dumps(row), flush=True)
     Path(args.out).write_text(json.dumps({"max_new_tokens": n, "threads": torch.get_num_threads(), "rows": rows},
