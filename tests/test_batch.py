@@ -179,3 +179,28 @@ def test_batch_budgets_survive_a_checkpoint(tmp_path):
     model.save_pretrained(tmp_path / "m")
     loaded = ptp.PTPModel.from_pretrained(tmp_path / "m", teacher=tiny_teacher("llama"))
     assert loaded.cfg.batch_budgets == ((1, 6), (8, 0))
+
+
+@pytest.mark.parametrize("drafter", ["lora", "head"])
+def test_long_prompts_prefill_in_chunks_between_the_others_steps(monkeypatch, drafter):
+    """With 3-token prefill chunks, a long prompt joins over several steps while the rows already
+    running keep emitting tokens; every row still equals its own AR."""
+    monkeypatch.setattr(ptp.decoding.loop, "PREFILL_CHUNK", 3)
+    model = ptp_model("llama", "o-ptp", sharpness=8.0) if drafter == "lora" else head_model(window=4)
+    sampling = SAMPLINGS[1]
+    method = "pqd" if drafter == "lora" else "draft-verify"
+    batch = BatchDecoder(model)
+    first = batch.add(prepare(model, _prompt(2, 5), DecodeConfig(method=method, max_new_tokens=12), sampling, 5))
+    batch.step()  # its prefill
+    late = batch.add(prepare(model, _prompt(14, 6), DecodeConfig(method=method, max_new_tokens=8), sampling, 6))
+    tokens: dict[int, list[int]] = {first: [], late: []}
+    steps_before_late = 0
+    while batch:
+        chunks = batch.step()
+        for chunk in chunks:
+            tokens[chunk.request] += chunk.tokens
+        if not any(c.request == late for c in chunks):
+            steps_before_late += 1
+    assert steps_before_late >= 3  # 13 prompt tokens to cache, 3 a step: the first row ran meanwhile
+    assert tokens[first] == _alone(model, [_prompt(2, 5)], [12], [sampling], [5])[0]
+    assert tokens[late] == _alone(model, [_prompt(14, 6)], [8], [sampling], [6])[0]

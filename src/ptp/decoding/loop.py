@@ -169,18 +169,26 @@ def _pqd_step(s: _State) -> Step:
 STEPS = {"ar": _ar_step, "draft-verify": _draft_verify_step, "pqd": _pqd_step}
 
 
+PREFILL_CHUNK = 256  # prompt tokens a row caches per step: a long prompt joining a batch stalls it one chunk at a time
+
+
 def _prefill_step(s: _State) -> Step:
-    """Cache every prompt token but the last (which becomes the pending token); a feature-head model
-    keeps the teacher's features of those tokens [P - 1, H] for its head."""
-    features = None
-    if len(s.context) >= 2:
-        features = yield from prefill_call(s.cache, s.context[:-1])
-    if s.model.is_head:
-        if features is None:
-            features = torch.zeros(0, s.model.teacher.config.hidden_size, device=s.model.device)
-        s.head_features = features
+    """Cache the next PREFILL_CHUNK prompt tokens (all but the last, which becomes the pending token);
+    True once the whole prompt is cached. A feature-head model keeps the teacher's features of those
+    tokens [P - 1, H] for its head."""
+    if s.model.is_head and s.head_features is None:
+        s.head_features = torch.zeros(0, s.model.teacher.config.hidden_size, device=s.model.device)
+    todo = s.context[s.cache.get_seq_length() : -1]
+    chunk = todo[:PREFILL_CHUNK]
+    if chunk:
+        features = yield from prefill_call(s.cache, chunk)
+        if s.model.is_head:
+            s.head_features = torch.cat([s.head_features, features])
+    done = len(chunk) == len(todo)
+    if done and s.model.is_head:
+        features = s.head_features
         s.head_last = features[-1] if len(features) else features.new_zeros(features.shape[-1])
-    return None
+    return done
 
 
 def _eos_ids(model: PTPModel, eos_token_id: int | list[int] | None) -> list[int]:
@@ -290,6 +298,7 @@ class _Row:
     state: _State
     stops: StopChecker
     prefilled: bool = False
+    prefill_seconds: float = 0.0
 
 
 class BatchDecoder:
@@ -335,7 +344,8 @@ class BatchDecoder:
 
     @torch.no_grad()
     def step(self) -> list[Chunk]:
-        """One step of every row: a new row's prefill (a chunk without tokens), the others' next tokens.
+        """One step of every row: a new row's prefill (PREFILL_CHUNK prompt tokens per step; a chunk without
+        tokens once the prompt is cached), the others' next tokens.
 
         Finished rows leave the batch after their last chunk (``stop_reason`` set).
         """
@@ -350,8 +360,11 @@ class BatchDecoder:
         for request, value in values.items():
             row = self._rows[request]
             if not row.prefilled:
-                row.prefilled = True
-                chunks.append(Chunk(tokens=[], accepted=0, forward_calls=0, seconds=seconds, request=request))
+                row.prefill_seconds += seconds
+                if value:  # the whole prompt is cached: its (token-less) prefill chunk
+                    row.prefilled = True
+                    chunks.append(Chunk(tokens=[], accepted=0, forward_calls=0, seconds=row.prefill_seconds,
+                                        request=request))
                 continue
             verdict, calls = value
             tokens, reason = row.stops.push(verdict.tokens)
