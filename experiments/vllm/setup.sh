@@ -11,4 +11,5 @@ PYTHON=${PYTHON:-python3}
 # Text only: PyPI's torchvision/torchaudio/torchcodec do not load against torch 2.13.0+cpu ("operator
 # torchvision::nms does not exist"), and transformers imports torchvision when it is there.
 "$ENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
-"$ENV/bin/python" -c "import vllm, torch, transformers; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
+"$ENV/bin/python" -m pip install --quiet -e experiments/vllm  # ptp_vllm.proposer.PTPProposer, importable by vLLM
+"$ENV/bin/python" -c "import ptp_vllm.proposer; import vllm, torch, transformers; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
