@@ -254,23 +254,6 @@ def prepare(
     return DecodeRequest(prompt, cfg, sampling, seed, drafter, stops)
 
 
-def decode(
-    model: PTPModel,
-    input_ids: torch.Tensor | list[int],
-    cfg: DecodeConfig,
-    sampling: SamplingConfig,
-    seed: int,
-    drafter: Drafter | None = None,
-    tokenizer=None,
-    eos_token_id: int | list[int] | None = None,
-) -> Iterator[Chunk]:
-    """Check the request, then return a stream of each teacher call's verified tokens.
-
-    The first chunk is the prefill (no tokens). Bad input raises here, before any work.
-    """
-    return decode_many(model, [prepare(model, input_ids, cfg, sampling, seed, drafter, tokenizer, eos_token_id)])
-
-
 def decode_many(model: PTPModel, requests: list[DecodeRequest], max_batch: int = 0) -> Iterator[Chunk]:
     """Decode checked requests together, at most ``max_batch`` rows at once (0: all); a waiting request
     joins as soon as a row finishes. Each chunk names its request (its index in ``requests``); each
