@@ -26,6 +26,7 @@ __all__ = [
     "OracleDrafter",
     "PTPDrafter",
     "Verdict",
+    "decode_config",
     "generate",
     "generate_stream",
     "prepare",
@@ -77,26 +78,45 @@ def generate_stream(
         "stop_strings": _per_row(stop_strings, n, "stop_strings", nested=True),
         "drafter": _per_row(drafter, n, "drafter"),
     }
-    if batch_budgets is not None:
-        budgets = tuple((int(b), int(k)) for b, k in batch_budgets)
-    elif slot_budget is not None or draft_len:  # a budget the caller gives holds at every batch size
-        budgets = ()
-    else:
-        budgets = model.cfg.batch_budgets
     requests = []
     for i, prompt in enumerate([input_ids] if prompts is None else prompts):
-        cfg = DecodeConfig(
-            method=method or model.default_method,
-            max_new_tokens=per_row["max_new_tokens"][i],
-            slot_budget=model.cfg.slot_budget if slot_budget is None else slot_budget,
-            max_group_slots=max_group_slots,
-            draft_len=draft_len or model.cfg.draft_len,
-            stop_strings=tuple(per_row["stop_strings"][i]),
-            batch_budgets=budgets,
-        )
+        cfg = decode_config(model, method, per_row["max_new_tokens"][i], slot_budget=slot_budget,
+                            max_group_slots=max_group_slots, draft_len=draft_len,
+                            stop_strings=per_row["stop_strings"][i], batch_budgets=batch_budgets)
         requests.append(prepare(model, prompt, cfg, per_row["sampling"][i] or model.cfg.sampling,
                                 per_row["seed"][i], per_row["drafter"][i], tokenizer, eos_token_id))
     return decode_many(model, requests, max_batch)
+
+
+def decode_config(
+    model: PTPModel,
+    method: str | None,
+    max_new_tokens: int,
+    *,
+    slot_budget: int | None = None,
+    max_group_slots: int = 0,
+    draft_len: int = 0,
+    stop_strings: Sequence[str] = (),
+    batch_budgets: Sequence[tuple[int, int]] | None = None,
+) -> DecodeConfig:
+    """A DecodeConfig with the model's defaults filled in: its fastest method, tuned slot budget and draft
+    length, and its per-batch-size budgets unless the caller gives a budget (which then holds at every
+    batch size) or batch_budgets itself."""
+    if batch_budgets is not None:
+        budgets = tuple((int(b), int(k)) for b, k in batch_budgets)
+    elif slot_budget is not None or draft_len:
+        budgets = ()
+    else:
+        budgets = model.cfg.batch_budgets
+    return DecodeConfig(
+        method=method or model.default_method,
+        max_new_tokens=max_new_tokens,
+        slot_budget=model.cfg.slot_budget if slot_budget is None else slot_budget,
+        max_group_slots=max_group_slots,
+        draft_len=draft_len or model.cfg.draft_len,
+        stop_strings=tuple(stop_strings),
+        batch_budgets=budgets,
+    )
 
 
 def _prompts(input_ids) -> list | None:

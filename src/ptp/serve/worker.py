@@ -18,7 +18,7 @@ import queue
 import threading
 from dataclasses import dataclass
 
-from ptp.decoding import BatchDecoder, Chunk, DecodeConfig, prepare
+from ptp.decoding import BatchDecoder, Chunk, decode_config, prepare
 from ptp.model import PTPModel
 from ptp.serve.metrics import Metrics
 from ptp.serve.protocol import GenerationRequest
@@ -191,11 +191,8 @@ class ModelWorker:
                 continue
             r = job.request
             try:
-                model_cfg = self.model.cfg
-                cfg = DecodeConfig(method=self.method, max_new_tokens=r.max_tokens,
-                                   slot_budget=self.slot_budget or model_cfg.slot_budget,
-                                   draft_len=model_cfg.draft_len, stop_strings=tuple(r.stop),
-                                   batch_budgets=() if self.slot_budget else model_cfg.batch_budgets)
+                cfg = decode_config(self.model, self.method, r.max_tokens, slot_budget=self.slot_budget,
+                                    stop_strings=r.stop)
                 request = prepare(self.model, list(r.prompt_ids), cfg, r.sampling, r.seed, tokenizer=self.tokenizer)
             except ValueError as err:
                 job.emit(Failed(str(err), bad_input=True))
