@@ -227,3 +227,27 @@ def u_in_interval(left: torch.Tensor, right: torch.Tensor, z: torch.Tensor) -> t
     u = torch.maximum(torch.minimum(u, below), left)
     return torch.minimum(u, torch.nextafter(torch.ones_like(u), torch.zeros_like(u)))
 
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Result of verifying m drafts: ``tokens`` = accepted drafts + the teacher's next pick."""
+
+    accepted: int  # leading drafts equal to the teacher's picks
+    tokens: list[int]  # accepted + 1 verified tokens
+
+
+def verify(
+    teacher_logits: torch.Tensor,  # [m + 1, V] of the verify rows
+    drafts: list[int],  # [m]
+    u: torch.Tensor,  # [m + 1]: the u of each verified position
+    sampling: SamplingConfig,
+) -> Verdict:
+    """Teacher picks with the drafts' own u's; accept the longest matching prefix plus one token."""
+    teacher = pick(u, process(teacher_logits, sampling), sampling.order)  # [m + 1]
+    m = len(drafts)
+    if m == 0:
+        return Verdict(accepted=0, tokens=[int(teacher[0])])
+    proposed = torch.tensor(drafts, device=teacher.device)
+    accepted = int((proposed == teacher[:m]).to(torch.int64).cumprod(0).sum())
+    return Verdict(accepted=accepted, tokens=teacher[: accepted + 1].tolist())

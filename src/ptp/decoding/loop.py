@@ -28,11 +28,11 @@ from ptp.decoding.batching import execute
 from ptp.decoding.budget import allocate_slots, survival
 from ptp.decoding.drafters import Drafter, PTPDrafter
 from ptp.decoding.row_cache import RowCache, RowView
-from ptp.decoding.step import Request, Result, Step, head_draft, prefill_call, run_call, verify
+from ptp.decoding.step import Request, Result, Step, head_draft, prefill_call, run_call
 from ptp.decoding.stopping import StopChecker
 from ptp.decoding.types import Chunk, DecodeConfig, Draft, GenerateOutput
 from ptp.model import PTPModel, budget_for
-from ptp.sampling import SamplingConfig, pick, process
+from ptp.sampling import SamplingConfig, pick, process, verify
 from ptp.ustream import UStream
 
 

@@ -6,8 +6,8 @@ runs the requests of every row in the batch together, padded into one call; a lo
 batch of one.
 
 ``run_call`` asks for one teacher call over [verify rows | hypothesis groups] on top of the row's
-cache; ``head_draft`` for a feature head's drafting call; ``verify`` turns the teacher logits of the
-verify rows into the verified tokens.
+cache; ``head_draft`` for a feature head's drafting call. ``ptp.sampling.verify`` turns the teacher
+logits of the verify rows into the verified tokens.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ import torch
 
 from ptp.cache import crop_cache
 from ptp.decoding.row_cache import RowView
-from ptp.decoding.types import Verdict
 from ptp.masks import step_mask, step_positions
 from ptp.model import NO_TOKEN, PTPModel
-from ptp.sampling import SamplingConfig, pick, process
 from ptp.ustream import UStream
 
 
@@ -142,19 +140,3 @@ def head_draft(model: PTPModel, head_cache: RowView, context_features: torch.Ten
     out = yield Request(head_cache, HeadCall(embeds, positions, local))
     crop_cache(head_cache, cache_len)
     return head.full_logits(out.hidden[c:])
-
-
-def verify(
-    teacher_logits: torch.Tensor,  # [m + 1, V] of the verify rows
-    drafts: list[int],  # [m]
-    u: torch.Tensor,  # [m + 1]: the u of each verified position
-    sampling: SamplingConfig,
-) -> Verdict:
-    """Teacher picks with the drafts' own u's; accept the longest matching prefix plus one token."""
-    teacher = pick(u, process(teacher_logits, sampling), sampling.order)  # [m + 1]
-    m = len(drafts)
-    if m == 0:
-        return Verdict(accepted=0, tokens=[int(teacher[0])])
-    proposed = torch.tensor(drafts, device=teacher.device)
-    accepted = int((proposed == teacher[:m]).to(torch.int64).cumprod(0).sum())
-    return Verdict(accepted=accepted, tokens=teacher[: accepted + 1].tolist())

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ptp.model import DEFAULT_SLOT_BUDGET, check_batch_budgets
+from ptp.sampling import Verdict  # noqa: F401  (re-exported by ptp.decoding)
 
 METHODS = ("ar", "draft-verify", "pqd")
 
@@ -62,14 +63,6 @@ class Draft:
         """The predictions for generated indices > index."""
         skip = max(0, index + 1 - self.first)
         return Draft(self.first + skip, self.tokens[skip:], self.confidence[skip:])
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Result of verifying m drafts: ``tokens`` = accepted drafts + the teacher's next pick."""
-
-    accepted: int  # leading drafts equal to the teacher's picks
-    tokens: list[int]  # accepted + 1 verified tokens
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,17 @@
 """A ptp drafter as a line-oriented worker, run in ptp's own environment (transformers 5.24).
 
-vLLM 0.32 needs transformers < 5.20, so the proposer inside vLLM (``ptp_vllm.proposer``) does not
-import ptp: it starts this script with ptp's interpreter and talks JSON lines over stdin/stdout.
+vLLM 0.32 needs transformers < 5.20, so the proposer inside vLLM (``ptp.vllm_plugin.proposer``) runs
+the drafter here, with ptp's interpreter (``python -m ptp.vllm_plugin.draft_worker --model HEAD``),
+and talks JSON lines over stdin/stdout.
 
-Request:  {"contexts": [[token ids], ...], "k": 3}
-Answer:   {"drafts": [[k token ids], ...]}
+Request:  {"contexts": [[token ids], ...], "u": [[u of each draft slot], ...]}
+Answer:   {"drafts": [[one token per u], ...]}
 
-Drafts are the feature head's greedy chain (u = 0 in the model's most-likely-first CDF order): what
-a PTP drafter proposes under greedy decoding, and a u-blind proposal under sampling. The proposer
-sees no request ids, so the worker keys its state by content: it keeps the teacher's KV cache and
-features of recent contexts (``IncrementalDrafter``) and extends the longest one that is a prefix
-of the new context (committed tokens never change), so a step costs the new tokens, not the context.
+Each context ends with its pending token (sampled, not yet seen by the teacher). The O-PTP / MTP
+head drafts one token per u (``PTPDrafter``: the argmax of each slot). The proposer sees no request
+ids, so the worker keys its state by content: it keeps the teacher's KV cache and features of recent
+contexts (``IncrementalDrafter``) and extends the longest one that is a prefix of the new context
+(committed tokens never change), so a step costs the new tokens, not the context.
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ import torch
 
 import ptp
 from ptp.decoding.batching import drive
+from ptp.decoding.drafters import PTPDrafter
 from ptp.decoding.row_cache import RowCache
 from ptp.decoding.step import head_draft, prefill_call
 
 
 @torch.no_grad()
-def greedy_drafts(model: ptp.PTPModel, context: list[int], k: int) -> list[int]:
-    """The head's k-token greedy draft after ``context`` (the last token is the pending one), from scratch."""
-    return IncrementalDrafter(model, capacity=1).draft(context, k)
+def drafts_from_scratch(model: ptp.PTPModel, context: list[int], u: torch.Tensor) -> list[int]:
+    """The head's drafts after ``context`` (the last token is the pending one) for slot u's ``u``, uncached."""
+    return IncrementalDrafter(model, capacity=1).draft(context, u)
 
 
 @dataclass
@@ -47,30 +49,33 @@ class _Context:
 
 
 class IncrementalDrafter:
-    """Greedy head drafts for contexts that grow between calls, extending cached prefixes."""
+    """Head drafts for contexts that grow between calls, extending cached prefixes."""
 
     def __init__(self, model: ptp.PTPModel, capacity: int = 64) -> None:
         if not model.is_head:
             raise ValueError("the worker drafts with a feature-head drafter (drafter='head')")
+        if model.cfg.slot_offset:
+            raise ValueError("the worker drafts with an O-PTP or MTP head (a C-PTP head picks with u's it is not sent)")
+        self.drafter = PTPDrafter(model)
         self.model, self.capacity = model, capacity
         self.teacher_rows, self.head_rows = RowCache(), RowCache()
         self.contexts: OrderedDict[int, _Context] = OrderedDict()  # least recently used first
         self._next = 0
 
     @torch.no_grad()
-    def draft(self, context: list[int], k: int) -> list[int]:
+    def draft(self, context: list[int], u: torch.Tensor) -> list[int]:
+        """One token per u in ``u`` [k], for the positions after ``context``."""
         cached = self._claim(context[:-1])
         new = context[len(cached.tokens) : -1]
         if new:
             features = drive(self.model, prefill_call(self.teacher_rows.view(cached.row), new))
             cached.unread = torch.cat([cached.unread, features])
             cached.last, cached.tokens = features[-1], cached.tokens + new
-        u = torch.zeros(k)  # greedy: u = 0 asks for the most likely token at every slot
         logits = drive(self.model, head_draft(self.model, self.head_rows.view(cached.head_row), cached.unread,
                                               cached.last, context[-1], len(cached.tokens), u))
         cached.unread = cached.unread[:0]
         self._keep(cached)
-        return logits.argmax(-1).tolist()
+        return self.drafter.propose(logits, 0, context, None).tokens.tolist()
 
     def _claim(self, prefix: list[int]) -> _Context:
         """Take the cached context that is the longest prefix of ``prefix`` out of the pool, or a new one."""
@@ -105,7 +110,8 @@ def main() -> None:
     print(json.dumps({"ready": True, "vocab_size": model.vocab_size}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
-        drafts = [drafter.draft(context, int(request["k"])) for context in request["contexts"]]
+        drafts = [drafter.draft(context, torch.tensor(u, dtype=torch.float32))
+                  for context, u in zip(request["contexts"], request["u"], strict=True)]
         print(json.dumps({"drafts": drafts}), flush=True)
 
 

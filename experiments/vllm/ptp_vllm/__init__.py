@@ -1,1 +1,0 @@
-"""ptp drafters inside vLLM 0.32 (experiment): a ``custom_class`` speculative proposer."""

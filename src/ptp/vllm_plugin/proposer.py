@@ -1,0 +1,69 @@
+"""``PTPProposer``: vLLM's ``custom_class`` speculative proposer backed by a ptp feature-head drafter.
+
+Start vLLM with
+    --speculative-config '{"method": "custom_class", "model": "ptp.vllm_plugin.proposer.PTPProposer",
+                           "num_speculative_tokens": 3}'
+and the environment variables PTP_PYTHON (ptp's interpreter, e.g. .venv/bin/python) and PTP_HEAD (a
+feature-head checkpoint directory). vLLM itself runs the teacher and verifies the drafts.
+
+- With ``PTP_VLLM_EXACT=1`` (``ptp.vllm_plugin.patch``) each request's drafts get the u's its tokens
+  will be sampled with (u = f(seed, generated index)) and vLLM accepts a draft when it equals the
+  teacher's pick under that u: PTP's verification, output identical to ptp's own for the seed.
+- Without it, drafts are the head's u = 0 chain (the most likely tokens) and vLLM's rejection sampler
+  verifies them with its own uniforms: lossless, accepted with probability p(draft).
+
+The drafter runs in a child process in ptp's own environment (``ptp.vllm_plugin.draft_worker``; vLLM
+0.32 pins transformers < 5.20, ptp 5.24), one JSON line per decoding step for the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from ptp.vllm_plugin import patch
+from ptp.vllm_plugin.exact import draft_u
+
+
+class PTPProposer:
+    """Proposes up to ``num_speculative_tokens`` drafts per running request."""
+
+    def __init__(self, vllm_config) -> None:
+        spec = vllm_config.speculative_config
+        self.k = int(spec.num_speculative_tokens)
+        self.max_model_len = int(vllm_config.model_config.max_model_len)
+        python, head = os.environ.get("PTP_PYTHON"), os.environ.get("PTP_HEAD")
+        if not python or not head:
+            raise RuntimeError("PTPProposer needs PTP_PYTHON (ptp's interpreter) and PTP_HEAD (a ptp head directory)")
+        self._worker = subprocess.Popen([python, "-m", "ptp.vllm_plugin.draft_worker", "--model", head],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        ready = json.loads(self._worker.stdout.readline() or "{}")
+        if not ready.get("ready"):
+            raise RuntimeError(f"the ptp draft worker did not start ({python} -m ptp.vllm_plugin.draft_worker)")
+
+    def load_model(self, *args, **kwargs) -> None:
+        """vLLM hands over its target model here; the drafter has its own (in the worker)."""
+
+    def propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=None) -> list[list[int]]:
+        drafts: list[list[int]] = [[] for _ in sampled_token_ids]
+        batch = patch.last_batch()
+        rows, contexts, us = [], [], []
+        for i, sampled in enumerate(sampled_token_ids):
+            n = int(num_tokens_no_spec[i])
+            k = min(self.k, self.max_model_len - n)
+            if not len(sampled) or k <= 0:  # no draft for this request this step
+                continue
+            rows.append(i)
+            contexts.append([int(t) for t in token_ids_cpu[i, :n]])
+            if batch is None:  # vLLM's own verification: the u = 0 chain
+                us.append([0.0] * k)
+            else:  # the u's this request's next k tokens will be verified with
+                row = batch[i]
+                us.append(draft_u(row, n - row.prompt_len, k, patch.streams()).tolist())
+        if rows:
+            self._worker.stdin.write(json.dumps({"contexts": contexts, "u": us}) + "\n")
+            answer = json.loads(self._worker.stdout.readline())
+            for i, proposal in zip(rows, answer["drafts"], strict=True):
+                drafts[i] = proposal
+        return drafts
