@@ -18,7 +18,7 @@ from conftest import head_model
 from ptp.sampling import SamplingConfig
 from ptp.ustream import UStream
 from ptp.vllm_plugin import drafter_order, exact_order, register
-from ptp.vllm_plugin.draft_worker import IncrementalDrafter, drafts_from_scratch
+from ptp.vllm_plugin.draft_worker import IncrementalDrafter, drafts_from_scratch, oracle_drafts
 from ptp.vllm_plugin.exact import (
     PLACEHOLDER,
     RowSampling,
@@ -39,17 +39,18 @@ def teacher_logits(model, tokens: list[int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def vllm_loop(model, prompt: list[int], max_new: int, cfg: SamplingConfig, seed: int, k: int):
+def vllm_loop(model, prompt: list[int], max_new: int, cfg: SamplingConfig, seed: int, k: int, oracle: bool = False):
     """vLLM's decoding with PTPProposer and the exact verifier, by hand: it samples the first token after
     the prefill, then each step the worker drafts with the next tokens' u's, the teacher scores
     [pending, drafts] and ``verify_rows`` keeps the matching prefix plus one pick."""
-    streams, drafter = UStreams(), IncrementalDrafter(model)
+    streams, head = UStreams(), IncrementalDrafter(model)
     first = RowSampling(seed, len(prompt), 0, cfg)
     tokens = [*prompt, int(sample_rows(teacher_logits(model, prompt)[-1:], [first], streams)[0])]
     accepted = []
     while len(tokens) - len(prompt) < max_new:
         row = RowSampling(seed, len(prompt), len(tokens) - len(prompt), cfg)
-        drafts = drafter.draft(tokens, draft_u(row, row.generated, k, streams))
+        u = draft_u(row, row.generated, k, streams)
+        drafts = oracle_drafts(model, tokens, u, cfg) if oracle else head.draft(tokens, u)
         logits = teacher_logits(model, tokens + drafts)[len(tokens) - 1 :]  # [k + 1, V]
         out = verify_rows(logits[:-1], logits[-1:], [drafts], [row], streams, k)[0].tolist()
         new = [t for t in out if t != PLACEHOLDER]
@@ -68,6 +69,18 @@ def test_vllm_loop_equals_ptp_ar(seed, greedy, k, prompt_len):
     tokens, accepted = vllm_loop(model, prompt, 24, cfg, seed, k)
     assert tokens == ref
     assert all(0 <= a <= k for a in accepted)
+
+
+@pytest.mark.parametrize("greedy", [False, True])
+def test_perfect_drafter_is_accepted_in_full(greedy):
+    """The teacher's own picks under the drafts' u's (the worker's oracle) pass exact verification every time:
+    k + 1 tokens per teacher step, where vLLM's rejection sampler would accept each with probability p."""
+    model = head_model(order="argmax")
+    cfg = SamplingConfig(temperature=0, order="argmax") if greedy else SAMPLED
+    prompt, k = [2, 7, 1, 8], 3
+    tokens, accepted = vllm_loop(model, prompt, 1 + 4 * (k + 1), cfg, 5, k, oracle=True)
+    assert tokens == ptp.generate(model, prompt, 1 + 4 * (k + 1), cfg, 5, "ar").tokens.tolist()
+    assert accepted == [k] * 4
 
 
 def test_exact_match_acceptance_is_deterministic():

@@ -4,14 +4,18 @@ vLLM 0.32 needs transformers < 5.20, so the proposer inside vLLM (``ptp.vllm_plu
 the drafter here, with ptp's interpreter (``python -m ptp.vllm_plugin.draft_worker --model HEAD``),
 and talks JSON lines over stdin/stdout.
 
-Request:  {"contexts": [[token ids], ...], "u": [[u of each draft slot], ...]}
+Request:  {"contexts": [[token ids], ...], "u": [[u of each draft slot], ...],
+           "sampling": [SamplingConfig dict or null, ...]}   (sampling: optional, read by the oracle)
 Answer:   {"drafts": [[one token per u], ...]}
 
 Each context ends with its pending token (sampled, not yet seen by the teacher). The O-PTP / MTP
-head drafts one token per u (``PTPDrafter``: the argmax of each slot). The proposer sees no request
-ids, so the worker keys its state by content: it keeps the teacher's KV cache and features of recent
-contexts (``IncrementalDrafter``) and extends the longest one that is a prefix of the new context
-(committed tokens never change), so a step costs the new tokens, not the context.
+head drafts one token per u (``PTPDrafter``: the argmax of each slot). ``--drafter oracle`` drafts
+the teacher's own picks under the same u's instead (``OracleDrafter``: the perfect PTP drafter, at
+the price of one teacher pass per draft): the ceiling any drafter can reach, for measurements.
+
+The proposer sees no request ids, so the worker keys its state by content: it keeps the teacher's KV
+cache and features of recent contexts (``IncrementalDrafter``) and extends the longest one that is a
+prefix of the new context (committed tokens never change), so a step costs the new tokens only.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ import torch
 
 import ptp
 from ptp.decoding.batching import drive
-from ptp.decoding.drafters import PTPDrafter
+from ptp.decoding.drafters import OracleDrafter, PTPDrafter
 from ptp.decoding.row_cache import RowCache
 from ptp.decoding.step import head_draft, prefill_call
+from ptp.sampling import SamplingConfig
 
 
 @torch.no_grad()
@@ -99,19 +104,45 @@ class IncrementalDrafter:
             self.head_rows.remove_row(old.head_row)
 
 
+class _GivenU:
+    """The u's of one request's draft slots as the u-stream ``OracleDrafter`` reads (indices from ``first``)."""
+
+    def __init__(self, first: int, u: torch.Tensor) -> None:
+        self.first, self.u = first, u
+
+    def take(self, start: int, n: int) -> torch.Tensor:
+        return self.u[start - self.first : start - self.first + n]
+
+
+@torch.no_grad()
+def oracle_drafts(model: ptp.PTPModel, context: list[int], u: torch.Tensor, sampling: SamplingConfig) -> list[int]:
+    """The teacher's own picks after ``context`` under ``u``: what a perfect PTP drafter proposes."""
+    slots = torch.zeros(len(u), model.vocab_size)
+    return OracleDrafter(model, sampling).propose(slots, 0, context, _GivenU(0, u)).tokens.tolist()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a ptp feature-head checkpoint directory")
+    parser.add_argument("--drafter", choices=["head", "oracle"], default="head",
+                        help="the checkpoint's head, or the teacher's own picks (a ceiling: a teacher pass per draft)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = ptp.PTPModel.from_pretrained(args.model).eval()
-    drafter = IncrementalDrafter(model)
+    drafter = IncrementalDrafter(model) if args.drafter == "head" else None
     print(json.dumps({"ready": True, "vocab_size": model.vocab_size}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
-        drafts = [drafter.draft(context, torch.tensor(u, dtype=torch.float32))
-                  for context, u in zip(request["contexts"], request["u"], strict=True)]
+        samplings = request.get("sampling") or [None] * len(request["contexts"])
+        drafts = []
+        for context, u, sampling in zip(request["contexts"], request["u"], samplings, strict=True):
+            u = torch.tensor(u, dtype=torch.float32)
+            if drafter is not None:
+                drafts.append(drafter.draft(context, u))
+            else:  # the sampling the request is verified with; without one, the one the model was trained at
+                cfg = SamplingConfig.from_dict(sampling) if sampling else model.cfg.sampling
+                drafts.append(oracle_drafts(model, context, u, cfg))
         print(json.dumps({"drafts": drafts}), flush=True)
 
 

@@ -19,7 +19,7 @@ import torch
 from ptp.sampling import CDF_ORDERS
 from ptp.vllm_plugin.exact import RowSampling, UStreams, request_seed, sample_rows, sampling_config, verify_rows
 
-log = logging.getLogger("ptp.vllm_plugin")
+log = logging.getLogger("vllm.plugins.ptp")  # under vLLM's logger, so its handler prints it
 
 PROCESSED_MODES = ("processed_logits", "processed_logprobs")
 RAW_ONLY = "ptp's exact sampler returns raw logprobs only (logprobs_mode raw_logprobs or raw_logits)"

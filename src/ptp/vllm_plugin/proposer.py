@@ -12,6 +12,8 @@ feature-head checkpoint directory). vLLM itself runs the teacher and verifies th
 - Without it, drafts are the head's u = 0 chain (the most likely tokens) and vLLM's rejection sampler
   verifies them with its own uniforms: lossless, accepted with probability p(draft).
 
+``PTP_DRAFTER=oracle`` drafts the teacher's own picks instead of the head's (a ceiling, for measurements).
+
 The drafter runs in a child process in ptp's own environment (``ptp.vllm_plugin.draft_worker``; vLLM
 0.32 pins transformers < 5.20, ptp 5.24), one JSON line per decoding step for the whole batch.
 """
@@ -36,8 +38,9 @@ class PTPProposer:
         python, head = os.environ.get("PTP_PYTHON"), os.environ.get("PTP_HEAD")
         if not python or not head:
             raise RuntimeError("PTPProposer needs PTP_PYTHON (ptp's interpreter) and PTP_HEAD (a ptp head directory)")
-        self._worker = subprocess.Popen([python, "-m", "ptp.vllm_plugin.draft_worker", "--model", head],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        drafter = os.environ.get("PTP_DRAFTER", "head")
+        command = [python, "-m", "ptp.vllm_plugin.draft_worker", "--model", head, "--drafter", drafter]
+        self._worker = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         ready = json.loads(self._worker.stdout.readline() or "{}")
         if not ready.get("ready"):
             raise RuntimeError(f"the ptp draft worker did not start ({python} -m ptp.vllm_plugin.draft_worker)")
@@ -48,7 +51,7 @@ class PTPProposer:
     def propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=None) -> list[list[int]]:
         drafts: list[list[int]] = [[] for _ in sampled_token_ids]
         batch = patch.last_batch()
-        rows, contexts, us = [], [], []
+        rows, contexts, us, samplings = [], [], [], []
         for i, sampled in enumerate(sampled_token_ids):
             n = int(num_tokens_no_spec[i])
             k = min(self.k, self.max_model_len - n)
@@ -58,11 +61,13 @@ class PTPProposer:
             contexts.append([int(t) for t in token_ids_cpu[i, :n]])
             if batch is None:  # vLLM's own verification: the u = 0 chain
                 us.append([0.0] * k)
+                samplings.append(None)
             else:  # the u's this request's next k tokens will be verified with
                 row = batch[i]
                 us.append(draft_u(row, n - row.prompt_len, k, patch.streams()).tolist())
+                samplings.append(row.sampling.to_dict())
         if rows:
-            self._worker.stdin.write(json.dumps({"contexts": contexts, "u": us}) + "\n")
+            self._worker.stdin.write(json.dumps({"contexts": contexts, "u": us, "sampling": samplings}) + "\n")
             answer = json.loads(self._worker.stdout.readline())
             for i, proposal in zip(rows, answer["drafts"], strict=True):
                 drafts[i] = proposal
