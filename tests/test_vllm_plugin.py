@@ -29,6 +29,7 @@ from ptp.vllm_plugin.exact import (
     sampling_config,
     verify_rows,
 )
+from ptp.vllm_plugin.wire import decode_features, encode_features
 
 SAMPLED = SamplingConfig(temperature=0.8, top_k=20, top_p=0.9, order="argmax")
 
@@ -162,6 +163,24 @@ def test_incremental_drafter_equals_from_scratch(u_values):
     u = torch.tensor(u_values)
     for context in ([5, 6], [5, 6, 7, 8], [9, 9, 9], [5, 6, 7, 8, 1], [5, 6, 2]):
         assert drafter.draft(context, u) == drafts_from_scratch(model, context, u)
+
+
+@torch.no_grad()
+def test_drafter_reads_given_features():
+    """Teacher features handed in (vLLM's hidden states) replace the worker's own teacher pass: same drafts,
+    the worker's teacher runs only for positions they do not cover, and its cache catches up then."""
+    model = head_model(order="argmax")
+    fed, own = IncrementalDrafter(model), IncrementalDrafter(model)
+    u = torch.tensor([0.3, 0.6, 0.1])
+    full = [5, 6, 7, 8, 9, 1, 2, 3, 4, 10, 11]
+    features = model.teacher.base_model(torch.tensor([full])).last_hidden_state[0]  # [len, H]
+    # (context length, first position handed in): fresh prompt, a decode step, positions 5..7 not covered
+    # (the worker's teacher, which has run nothing yet, catches up on 0..7), then covered again
+    for n, start in [(4, 0), (6, 3), (9, 7), (11, 8)]:
+        context = full[:n]
+        given = decode_features(encode_features(start, features[start : n - 1]))
+        assert fed.draft(context, u, given) == own.draft(context, u)
+    assert fed.teacher_tokens == 8 and own.teacher_tokens == 10  # positions 0..7, against all of 0..9
 
 
 def test_worker_refuses_c_ptp_heads():

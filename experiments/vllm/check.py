@@ -122,8 +122,9 @@ def run_server(args, teacher, name, prompts, sampling, drafter, exact, batched) 
                 tokens = [complete(*job) for job in jobs]
         except httpx.HTTPStatusError as error:
             errors = [line.split("] ", 1)[-1] for line in log.read_text().splitlines() if "Error:" in line]
-            print(f"[{name}] failed: {errors[-1] if errors else error}", flush=True)
-            return {"error": errors[-1] if errors else str(error), "log": log.name}
+            cause = errors[0] if errors else str(error)  # the first one logged: the root cause
+            print(f"[{name}] failed: {cause}", flush=True)
+            return {"error": cause, "log": log.name}
         seconds = time.perf_counter() - start
         counters = spec_counters(url)
     n = sum(len(t) for t in tokens)

@@ -5,8 +5,10 @@ the drafter here, with ptp's interpreter (``python -m ptp.vllm_plugin.draft_work
 and talks JSON lines over stdin/stdout.
 
 Request:  {"contexts": [[token ids], ...], "u": [[u of each draft slot], ...],
-           "sampling": [SamplingConfig dict or null, ...]}   (sampling: optional, read by the oracle)
-Answer:   {"drafts": [[one token per u], ...]}
+           "sampling": [SamplingConfig dict or null, ...],     (optional, read by the oracle)
+           "features": [{"start": position, "rows": q, "data": base64 float32 [q, H]} or null, ...]}
+                                                               (optional: vLLM's last hidden states)
+Answer:   {"drafts": [[one token per u], ...], "teacher_tokens": tokens the worker's own teacher ran}
 
 Each context ends with its pending token (sampled, not yet seen by the teacher). The O-PTP / MTP
 head drafts one token per u (``PTPDrafter``: the argmax of each slot). ``--drafter oracle`` drafts
@@ -15,7 +17,10 @@ the price of one teacher pass per draft): the ceiling any drafter can reach, for
 
 The proposer sees no request ids, so the worker keys its state by content: it keeps the teacher's KV
 cache and features of recent contexts (``IncrementalDrafter``) and extends the longest one that is a
-prefix of the new context (committed tokens never change), so a step costs the new tokens only.
+prefix of the new context (committed tokens never change), so a step costs the new tokens only. When
+vLLM's own hidden states of the new tokens come with the request (what the teacher computed this step,
+``features``), the head reads those and the worker's teacher runs nothing; its cache catches up only
+when they are missing (a prefix-cache hit, a context the worker has not seen).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from ptp.decoding.drafters import OracleDrafter, PTPDrafter
 from ptp.decoding.row_cache import RowCache
 from ptp.decoding.step import head_draft, prefill_call
 from ptp.sampling import SamplingConfig
+from ptp.vllm_plugin.wire import Features, decode_features
 
 
 @torch.no_grad()
@@ -42,15 +48,25 @@ def drafts_from_scratch(model: ptp.PTPModel, context: list[int], u: torch.Tensor
     return IncrementalDrafter(model, capacity=1).draft(context, u)
 
 
+def _covering(features: Features | None, start: int, n: int) -> torch.Tensor | None:
+    """Rows for positions start..start+n-1 when ``features`` hold them all, else None."""
+    if features is None:
+        return None
+    first, rows = features
+    offset = start - first
+    return rows[offset : offset + n] if offset >= 0 and offset + n <= rows.shape[0] else None
+
+
 @dataclass
 class _Context:
     """A context the teacher has cached: its tokens, cache rows and the features the head has not read."""
 
-    tokens: list[int]  # cached by the teacher (a context without its pending token)
-    row: int  # teacher RowCache row
+    tokens: list[int]  # read by the head (a context without its pending token)
+    row: int  # teacher RowCache row: holds the first ``teacher_len`` tokens
     head_row: int  # head RowCache row
     unread: torch.Tensor  # [C, H] teacher features not yet in the head's cache
     last: torch.Tensor  # [H] the teacher's feature of the last cached token
+    teacher_len: int = 0  # tokens in the worker's own teacher cache (a prefix of ``tokens``)
 
 
 class IncrementalDrafter:
@@ -66,15 +82,22 @@ class IncrementalDrafter:
         self.teacher_rows, self.head_rows = RowCache(), RowCache()
         self.contexts: OrderedDict[int, _Context] = OrderedDict()  # least recently used first
         self._next = 0
+        self.teacher_tokens = 0  # tokens the worker's own teacher ran (vLLM's features spare the rest)
 
     @torch.no_grad()
-    def draft(self, context: list[int], u: torch.Tensor) -> list[int]:
-        """One token per u in ``u`` [k], for the positions after ``context``."""
+    def draft(self, context: list[int], u: torch.Tensor, given: Features | None = None) -> list[int]:
+        """One token per u in ``u`` [k], for the positions after ``context``; ``given``: teacher features of
+        some of its positions (vLLM's), used for the new tokens when they cover them."""
         cached = self._claim(context[:-1])
         new = context[len(cached.tokens) : -1]
         if new:
-            features = drive(self.model, prefill_call(self.teacher_rows.view(cached.row), new))
-            cached.unread = torch.cat([cached.unread, features])
+            features = _covering(given, len(cached.tokens), len(new))
+            if features is None:  # the worker's teacher catches up on everything it has not run
+                behind = context[cached.teacher_len : -1]
+                features = drive(self.model, prefill_call(self.teacher_rows.view(cached.row), behind))[-len(new) :]
+                cached.teacher_len += len(behind)
+                self.teacher_tokens += len(behind)
+            cached.unread = torch.cat([cached.unread, features.to(cached.unread.dtype)])
             cached.last, cached.tokens = features[-1], cached.tokens + new
         logits = drive(self.model, head_draft(self.model, self.head_rows.view(cached.head_row), cached.unread,
                                               cached.last, context[-1], len(cached.tokens), u))
@@ -134,16 +157,19 @@ def main() -> None:
     print(json.dumps({"ready": True, "vocab_size": model.vocab_size}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
-        samplings = request.get("sampling") or [None] * len(request["contexts"])
-        drafts = []
-        for context, u, sampling in zip(request["contexts"], request["u"], samplings, strict=True):
+        n = len(request["contexts"])
+        samplings = request.get("sampling") or [None] * n
+        given = request.get("features") or [None] * n
+        drafts, before = [], drafter.teacher_tokens if drafter else 0
+        for context, u, sampling, features in zip(request["contexts"], request["u"], samplings, given, strict=True):
             u = torch.tensor(u, dtype=torch.float32)
             if drafter is not None:
-                drafts.append(drafter.draft(context, u))
+                drafts.append(drafter.draft(context, u, decode_features(features)))
             else:  # the sampling the request is verified with; without one, the one the model was trained at
                 cfg = SamplingConfig.from_dict(sampling) if sampling else model.cfg.sampling
                 drafts.append(oracle_drafts(model, context, u, cfg))
-        print(json.dumps({"drafts": drafts}), flush=True)
+        ran = drafter.teacher_tokens - before if drafter else 0
+        print(json.dumps({"drafts": drafts, "teacher_tokens": ran}), flush=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ Three methods are replaced, nothing else:
 - ``RejectionSampler.forward`` verifies drafts by exact match under the same u (``exact.verify_rows``)
   instead of drawing its own uniforms.
 Warm-up and profiling runs (no rows recorded) go to vLLM's originals.
+
+``install_features`` (called by ``PTPProposer`` whatever the sampler) wraps
+``GPUModelRunner.propose_draft_token_ids`` to keep the step's last hidden states where the proposer can
+read them (``step_features``): the drafter's features, so its worker need not run the teacher again.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ _streams = UStreams()
 _sampling: list[RowSampling] | None = None  # rows of the _sample call in progress
 _batch: list[RowSampling] | None = None  # rows of the last _sample call (read by the proposer)
 _warned_min_p: set[str] = set()
+_features: list[tuple[int, torch.Tensor] | None] | None = None  # per row: (first position, [q, H]) this step
 
 
 def last_batch() -> list[RowSampling] | None:
@@ -37,6 +42,43 @@ def last_batch() -> list[RowSampling] | None:
 
 def streams() -> UStreams:
     return _streams
+
+
+def step_features(row: int) -> tuple[int, torch.Tensor] | None:
+    """The teacher's last hidden states of the tokens row ``row`` ran this step: (position of the first, [q, H]);
+    None outside a proposal or for a row that ran no token."""
+    return None if _features is None or row >= len(_features) else _features[row]
+
+
+def _row_features(runner, hidden_states: torch.Tensor) -> list[tuple[int, torch.Tensor] | None]:
+    starts = runner.query_start_loc.np
+    rows = []
+    for i in range(runner.input_batch.num_reqs):
+        a, b = int(starts[i]), int(starts[i + 1])
+        rows.append((int(runner.positions[a]), hidden_states[a:b]) if b > a else None)
+    return rows
+
+
+def install_features() -> None:
+    """Keep each step's hidden states for the proposer (``step_features``) while vLLM asks it for drafts."""
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    if getattr(GPUModelRunner.propose_draft_token_ids, "_ptp_features", False):
+        return
+    original = GPUModelRunner.propose_draft_token_ids
+
+    def propose_draft_token_ids(self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states,
+                                *args, **kwargs):
+        global _features
+        _features = _row_features(self, hidden_states)
+        try:
+            return original(self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states,
+                            *args, **kwargs)
+        finally:
+            _features = None
+
+    propose_draft_token_ids._ptp_features = True
+    GPUModelRunner.propose_draft_token_ids = propose_draft_token_ids
 
 
 def _rows(runner, order: str) -> list[RowSampling]:

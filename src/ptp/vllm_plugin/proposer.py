@@ -4,7 +4,9 @@ Start vLLM with
     --speculative-config '{"method": "custom_class", "model": "ptp.vllm_plugin.proposer.PTPProposer",
                            "num_speculative_tokens": 3}'
 and the environment variables PTP_PYTHON (ptp's interpreter, e.g. .venv/bin/python) and PTP_HEAD (a
-feature-head checkpoint directory). vLLM itself runs the teacher and verifies the drafts.
+feature-head checkpoint directory). vLLM itself runs the teacher and verifies the drafts. Its last
+hidden states of each step's tokens go to the worker with the contexts, so the head reads vLLM's own
+features and the worker's copy of the teacher runs only where they are missing.
 
 - With ``PTP_VLLM_EXACT=1`` (``ptp.vllm_plugin.patch``) each request's drafts get the u's its tokens
   will be sampled with (u = f(seed, generated index)) and vLLM accepts a draft when it equals the
@@ -26,6 +28,7 @@ import subprocess
 
 from ptp.vllm_plugin import patch
 from ptp.vllm_plugin.exact import draft_u
+from ptp.vllm_plugin.wire import encode_features
 
 
 class PTPProposer:
@@ -44,6 +47,8 @@ class PTPProposer:
         ready = json.loads(self._worker.stdout.readline() or "{}")
         if not ready.get("ready"):
             raise RuntimeError(f"the ptp draft worker did not start ({python} -m ptp.vllm_plugin.draft_worker)")
+        patch.install_features()  # vLLM's hidden states reach propose(): the worker's teacher need not run
+        self.teacher_tokens = 0  # tokens the worker's own teacher had to run (vLLM's features spare the rest)
 
     def load_model(self, *args, **kwargs) -> None:
         """vLLM hands over its target model here; the drafter has its own (in the worker)."""
@@ -51,7 +56,7 @@ class PTPProposer:
     def propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=None) -> list[list[int]]:
         drafts: list[list[int]] = [[] for _ in sampled_token_ids]
         batch = patch.last_batch()
-        rows, contexts, us, samplings = [], [], [], []
+        rows, contexts, us, samplings, features = [], [], [], [], []
         for i, sampled in enumerate(sampled_token_ids):
             n = int(num_tokens_no_spec[i])
             k = min(self.k, self.max_model_len - n)
@@ -59,6 +64,8 @@ class PTPProposer:
                 continue
             rows.append(i)
             contexts.append([int(t) for t in token_ids_cpu[i, :n]])
+            ran = patch.step_features(i)
+            features.append(None if ran is None else encode_features(*ran))
             if batch is None:  # vLLM's own verification: the u = 0 chain
                 us.append([0.0] * k)
                 samplings.append(None)
@@ -67,8 +74,10 @@ class PTPProposer:
                 us.append(draft_u(row, n - row.prompt_len, k, patch.streams()).tolist())
                 samplings.append(row.sampling.to_dict())
         if rows:
-            self._worker.stdin.write(json.dumps({"contexts": contexts, "u": us, "sampling": samplings}) + "\n")
+            request = {"contexts": contexts, "u": us, "sampling": samplings, "features": features}
+            self._worker.stdin.write(json.dumps(request) + "\n")
             answer = json.loads(self._worker.stdout.readline())
+            self.teacher_tokens += answer.get("teacher_tokens", 0)
             for i, proposal in zip(rows, answer["drafts"], strict=True):
                 drafts[i] = proposal
         return drafts
