@@ -13,6 +13,7 @@ at once, records token ids, tokens/s and vLLM's spec-decode counters from /metri
 | greedy-ptp | ptp head | greedy, vLLM's (an exact match already) |
 | sampled-vllm | ptp head | T=0.7 k50 p0.95, vLLM's rejection sampler (its own uniforms) |
 | sampled-exact-plain | none | T=0.7 k50 p0.95, ``PTP_VLLM_EXACT=1``: inverse CDF with u = f(seed, index) |
+| sampled-exact-plain-batched | none | the same, every prompt at once |
 | sampled-exact-ptp | ptp head | the same, drafts verified by exact match under their u |
 | sampled-exact-ptp-batched | ptp head | the same, every prompt at once (rows share vLLM's batches) |
 | sampled-exact-oracle | teacher's own picks under u | the same: the ceiling of any drafter (k + 1 per step) |
@@ -167,6 +168,7 @@ def main() -> None:
         "greedy-ptp": (greedy, "head", False, False),
         "sampled-vllm": (sampled, "head", False, False),
         "sampled-exact-plain": (sampled, None, True, False),
+        "sampled-exact-plain-batched": (sampled, None, True, True),
         "sampled-exact-ptp": (sampled, "head", True, False),
         "sampled-exact-ptp-batched": (sampled, "head", True, True),
         "sampled-exact-oracle": (sampled, "oracle", True, False),

@@ -8,7 +8,8 @@ Request:  {"contexts": [[token ids], ...], "u": [[u of each draft slot], ...],
            "sampling": [SamplingConfig dict or null, ...],     (optional, read by the oracle)
            "features": [{"start": position, "rows": q, "data": base64 float32 [q, H]} or null, ...]}
                                                                (optional: vLLM's last hidden states)
-Answer:   {"drafts": [[one token per u], ...], "teacher_tokens": tokens the worker's own teacher ran}
+Answer:   {"drafts": [[one token per u], ...], "new_tokens": context tokens the head read for the first
+           time, "teacher_tokens": tokens the worker's own teacher ran for lack of vLLM's features}
 
 Each context ends with its pending token (sampled, not yet seen by the teacher). The O-PTP / MTP
 head drafts one token per u (``PTPDrafter``: the argmax of each slot). ``--drafter oracle`` drafts
@@ -82,6 +83,7 @@ class IncrementalDrafter:
         self.teacher_rows, self.head_rows = RowCache(), RowCache()
         self.contexts: OrderedDict[int, _Context] = OrderedDict()  # least recently used first
         self._next = 0
+        self.new_tokens = 0  # context tokens the head read for the first time
         self.teacher_tokens = 0  # tokens the worker's own teacher ran (vLLM's features spare the rest)
 
     @torch.no_grad()
@@ -91,6 +93,7 @@ class IncrementalDrafter:
         cached = self._claim(context[:-1])
         new = context[len(cached.tokens) : -1]
         if new:
+            self.new_tokens += len(new)
             features = _covering(given, len(cached.tokens), len(new))
             if features is None:  # the worker's teacher catches up on everything it has not run
                 behind = context[cached.teacher_len : -1]
@@ -160,7 +163,7 @@ def main() -> None:
         n = len(request["contexts"])
         samplings = request.get("sampling") or [None] * n
         given = request.get("features") or [None] * n
-        drafts, before = [], drafter.teacher_tokens if drafter else 0
+        drafts, before = [], (drafter.new_tokens, drafter.teacher_tokens) if drafter else (0, 0)
         for context, u, sampling, features in zip(request["contexts"], request["u"], samplings, given, strict=True):
             u = torch.tensor(u, dtype=torch.float32)
             if drafter is not None:
@@ -168,8 +171,8 @@ def main() -> None:
             else:  # the sampling the request is verified with; without one, the one the model was trained at
                 cfg = SamplingConfig.from_dict(sampling) if sampling else model.cfg.sampling
                 drafts.append(oracle_drafts(model, context, u, cfg))
-        ran = drafter.teacher_tokens - before if drafter else 0
-        print(json.dumps({"drafts": drafts, "teacher_tokens": ran}), flush=True)
+        new, ran = (drafter.new_tokens - before[0], drafter.teacher_tokens - before[1]) if drafter else (0, 0)
+        print(json.dumps({"drafts": drafts, "new_tokens": new, "teacher_tokens": ran}), flush=True)
 
 
 if __name__ == "__main__":

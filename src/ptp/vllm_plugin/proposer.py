@@ -23,12 +23,16 @@ The drafter runs in a child process in ptp's own environment (``ptp.vllm_plugin.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 
 from ptp.vllm_plugin import patch
 from ptp.vllm_plugin.exact import draft_u
 from ptp.vllm_plugin.wire import encode_features
+
+log = logging.getLogger("vllm.plugins.ptp")
+REPORT_EVERY = 100  # steps between log lines on the worker's own teacher work
 
 
 class PTPProposer:
@@ -48,7 +52,7 @@ class PTPProposer:
         if not ready.get("ready"):
             raise RuntimeError(f"the ptp draft worker did not start ({python} -m ptp.vllm_plugin.draft_worker)")
         patch.install_features()  # vLLM's hidden states reach propose(): the worker's teacher need not run
-        self.teacher_tokens = 0  # tokens the worker's own teacher had to run (vLLM's features spare the rest)
+        self.steps = self.new_tokens = self.teacher_tokens = 0  # teacher_tokens: run by the worker's own teacher
 
     def load_model(self, *args, **kwargs) -> None:
         """vLLM hands over its target model here; the drafter has its own (in the worker)."""
@@ -77,7 +81,12 @@ class PTPProposer:
             request = {"contexts": contexts, "u": us, "sampling": samplings, "features": features}
             self._worker.stdin.write(json.dumps(request) + "\n")
             answer = json.loads(self._worker.stdout.readline())
-            self.teacher_tokens += answer.get("teacher_tokens", 0)
+            self.steps += 1
+            self.new_tokens += answer["new_tokens"]
+            self.teacher_tokens += answer["teacher_tokens"]
+            if self.steps % REPORT_EVERY == 0:
+                log.info("ptp drafter: %d steps; the worker's teacher ran %d of %d context tokens (vLLM's hidden "
+                         "states served the rest)", self.steps, self.teacher_tokens, self.new_tokens)
             for i, proposal in zip(rows, answer["drafts"], strict=True):
                 drafts[i] = proposal
         return drafts
