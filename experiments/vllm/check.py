@@ -122,7 +122,8 @@ def run_server(args, teacher, name, prompts, sampling, drafter, exact, batched) 
             else:
                 tokens = [complete(*job) for job in jobs]
         except httpx.HTTPStatusError as error:
-            errors = [line.split("] ", 1)[-1] for line in log.read_text().splitlines() if "Error:" in line]
+            errors = [line.split("] ", 1)[-1] for line in log.read_text().splitlines()
+                      if " ERROR " in line and "Error:" in line]
             cause = errors[0] if errors else str(error)  # the first one logged: the root cause
             print(f"[{name}] failed: {cause}", flush=True)
             return {"error": cause, "log": log.name}
