@@ -7,7 +7,9 @@ run vLLM's side of the loop by hand with the same functions, and check it reprod
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +19,7 @@ import ptp
 from conftest import head_model
 from ptp.sampling import SamplingConfig
 from ptp.ustream import UStream
-from ptp.vllm_plugin import drafter_order, exact_order, register
+from ptp.vllm_plugin import drafter_order, exact_order, patch, register
 from ptp.vllm_plugin.draft_worker import IncrementalDrafter, drafts_from_scratch, oracle_drafts
 from ptp.vllm_plugin.exact import (
     PLACEHOLDER,
@@ -29,6 +31,7 @@ from ptp.vllm_plugin.exact import (
     sampling_config,
     verify_rows,
 )
+from ptp.vllm_plugin.proposer import PTPProposer
 from ptp.vllm_plugin.wire import decode_features, encode_features
 
 SAMPLED = SamplingConfig(temperature=0.8, top_k=20, top_p=0.9, order="argmax")
@@ -216,3 +219,29 @@ def test_worker_protocol(tmp_path):
     assert ready["ready"]
     expected = [drafts_from_scratch(model, c, torch.tensor(u)) for c, u in zip(contexts, us, strict=True)]
     assert answer["drafts"] == expected
+
+
+def test_proposer_follows_batch_budgets(tmp_path, monkeypatch):
+    """vLLM's calls to the proposer, by hand: drafts per request follow the batch size (here none from two
+    running requests on), and a request's drafts are the head's for its context (u = 0 without the exact
+    sampler), also after steps in which the worker only read its tokens."""
+    model = head_model(order="argmax")
+    model.save_pretrained(tmp_path / "head", include_teacher=True)
+    monkeypatch.setenv("PTP_PYTHON", sys.executable)
+    monkeypatch.setenv("PTP_HEAD", str(tmp_path / "head"))
+    monkeypatch.setenv("PTP_BATCH_BUDGETS", "[[1, 2], [2, 0]]")
+    monkeypatch.setattr(patch, "install_features", lambda: None)  # vLLM's runner is not here
+    config = SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=3),
+                             model_config=SimpleNamespace(max_model_len=64))
+    proposer = PTPProposer(config)
+    try:
+        contexts = [[5, 6, 7, 8], [1, 2, 3]]
+        tokens = np.zeros((2, 64), dtype=np.int64)
+        for i, context in enumerate(contexts):
+            tokens[i, : len(context)] = context
+        assert proposer.propose([[8], [3]], [4, 3], tokens) == [[], []]  # two running: budget 0
+        alone = proposer.propose([[8], []], [4, 3], tokens)  # the second finished: one running, 2 drafts
+        assert alone == [drafts_from_scratch(model, contexts[0], torch.zeros(2)), []]
+        assert proposer.steps == 2 and proposer.teacher_tokens == proposer.new_tokens == 3 + 2
+    finally:
+        proposer.close()

@@ -89,7 +89,8 @@ class IncrementalDrafter:
     @torch.no_grad()
     def draft(self, context: list[int], u: torch.Tensor, given: Features | None = None) -> list[int]:
         """One token per u in ``u`` [k], for the positions after ``context``; ``given``: teacher features of
-        some of its positions (vLLM's), used for the new tokens when they cover them."""
+        some of its positions (vLLM's), used for the new tokens when they cover them. With no u the new
+        tokens are only read (kept for the head's next call)."""
         cached = self._claim(context[:-1])
         new = context[len(cached.tokens) : -1]
         if new:
@@ -102,6 +103,9 @@ class IncrementalDrafter:
                 self.teacher_tokens += len(behind)
             cached.unread = torch.cat([cached.unread, features.to(cached.unread.dtype)])
             cached.last, cached.tokens = features[-1], cached.tokens + new
+        if not len(u):
+            self._keep(cached)
+            return []
         logits = drive(self.model, head_draft(self.model, self.head_rows.view(cached.head_row), cached.unread,
                                               cached.last, context[-1], len(cached.tokens), u))
         cached.unread = cached.unread[:0]
@@ -143,6 +147,8 @@ class _GivenU:
 @torch.no_grad()
 def oracle_drafts(model: ptp.PTPModel, context: list[int], u: torch.Tensor, sampling: SamplingConfig) -> list[int]:
     """The teacher's own picks after ``context`` under ``u``: what a perfect PTP drafter proposes."""
+    if not len(u):
+        return []
     slots = torch.zeros(len(u), model.vocab_size)
     return OracleDrafter(model, sampling).propose(slots, 0, context, _GivenU(0, u)).tokens.tolist()
 

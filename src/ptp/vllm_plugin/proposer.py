@@ -15,6 +15,9 @@ features and the worker's copy of the teacher runs only where they are missing.
   verifies them with its own uniforms: lossless, accepted with probability p(draft).
 
 ``PTP_DRAFTER=oracle`` drafts the teacher's own picks instead of the head's (a ceiling, for measurements).
+The number of drafts follows the checkpoint's ``batch_budgets`` (drafts per request by the number of
+requests decoding together; 0 = none), as in ptp's own server; ``PTP_BATCH_BUDGETS`` (JSON pairs, e.g.
+``[[1, 3], [2, 0]]``; ``[]`` = always ``num_speculative_tokens``) overrides them.
 
 The drafter runs in a child process in ptp's own environment (``ptp.vllm_plugin.draft_worker``; vLLM
 0.32 pins transformers < 5.20, ptp 5.24), one JSON line per decoding step for the whole batch.
@@ -26,7 +29,9 @@ import json
 import logging
 import os
 import subprocess
+from pathlib import Path
 
+from ptp.model import budget_for
 from ptp.vllm_plugin import patch
 from ptp.vllm_plugin.exact import draft_u
 from ptp.vllm_plugin.wire import encode_features
@@ -45,6 +50,11 @@ class PTPProposer:
         python, head = os.environ.get("PTP_PYTHON"), os.environ.get("PTP_HEAD")
         if not python or not head:
             raise RuntimeError("PTPProposer needs PTP_PYTHON (ptp's interpreter) and PTP_HEAD (a ptp head directory)")
+        budgets = os.environ.get("PTP_BATCH_BUDGETS")
+        if budgets is None:
+            config = json.loads((Path(head) / "ptp_config.json").read_text())["ptp"]
+            budgets = json.dumps(config.get("batch_budgets") or [])
+        self.batch_budgets = tuple((int(size), int(budget)) for size, budget in json.loads(budgets))
         drafter = os.environ.get("PTP_DRAFTER", "head")
         command = [python, "-m", "ptp.vllm_plugin.draft_worker", "--model", head, "--drafter", drafter]
         self._worker = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -54,6 +64,11 @@ class PTPProposer:
         patch.install_features()  # vLLM's hidden states reach propose(): the worker's teacher need not run
         self.steps = self.new_tokens = self.teacher_tokens = 0  # teacher_tokens: run by the worker's own teacher
 
+    def close(self) -> None:
+        """Stop the worker (it also stops by itself when vLLM's process ends and its stdin closes)."""
+        self._worker.stdin.close()
+        self._worker.wait(timeout=60)
+
     def load_model(self, *args, **kwargs) -> None:
         """vLLM hands over its target model here; the drafter has its own (in the worker)."""
 
@@ -61,11 +76,13 @@ class PTPProposer:
         drafts: list[list[int]] = [[] for _ in sampled_token_ids]
         batch = patch.last_batch()
         rows, contexts, us, samplings, features = [], [], [], [], []
+        budget = budget_for(self.batch_budgets, sum(1 for sampled in sampled_token_ids if len(sampled)))
+        per_request = self.k if budget is None else min(self.k, budget)
         for i, sampled in enumerate(sampled_token_ids):
-            n = int(num_tokens_no_spec[i])
-            k = min(self.k, self.max_model_len - n)
-            if not len(sampled) or k <= 0:  # no draft for this request this step
+            if not len(sampled):  # nothing new for this request this step
                 continue
+            n = int(num_tokens_no_spec[i])
+            k = max(0, min(per_request, self.max_model_len - n))  # 0: the worker only reads the new tokens
             rows.append(i)
             contexts.append([int(t) for t in token_ids_cpu[i, :n]])
             ran = patch.step_features(i)
