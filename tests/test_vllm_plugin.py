@@ -113,26 +113,26 @@ def test_batch_rows_are_independent():
     model = head_model(order="argmax")
     streams = UStreams()
     rows = [RowSampling(5, 3, 0, SAMPLED), RowSampling(request_seed(None, "req-2"), 4, 7, SamplingConfig(0.0)),
-            RowSampling(9, 2, 1, SamplingConfig(1.3, order="argmax"))]
-    drafts = [[1, 2, 3], [], [4]]
-    contexts = [[1, 2, 3], [7, 7, 7, 7, 1, 2, 3, 4, 5, 6, 7], [9, 8, 1]]
+            RowSampling(9, 2, 1, SAMPLED), RowSampling(4, 2, 3, SamplingConfig(1.3, order="argmax"))]
+    drafts = [[1, 2, 3], [], [4], [2, 2]]
+    contexts = [[1, 2, 3], [7, 7, 7, 7, 1, 2, 3, 4, 5, 6, 7], [9, 8, 1], [3, 3, 3, 3, 3]]
     target, bonus = [], []
     for context, d in zip(contexts, drafts, strict=True):
         logits = teacher_logits(model, context + d)[len(context) - 1 :]
         target.append(logits[:-1])
         bonus.append(logits[-1:])
     out = verify_rows(torch.cat(target), torch.cat(bonus), drafts, rows, streams, 3)
-    assert out.shape == (3, 4) and out.dtype == torch.int32
-    for i in range(3):
+    assert out.shape == (4, 4) and out.dtype == torch.int32
+    for i in range(4):
         alone = verify_rows(target[i], bonus[i], [drafts[i]], [rows[i]], UStreams(), 3)[0]
         assert out[i].tolist() == alone.tolist()
         kept = [t for t in out[i].tolist() if t != PLACEHOLDER]
         assert 1 <= len(kept) <= len(drafts[i]) + 1 and out[i, len(kept) :].eq(PLACEHOLDER).all()
     plain = sample_rows(torch.cat(bonus), rows, streams)  # no drafts: the bonus position's picks
     assert plain.tolist() == [verify_rows(torch.empty(0, bonus[i].shape[-1]), bonus[i], [[]], [rows[i]], streams, 0)
-                              [0, 0].item() for i in range(3)]
+                              [0, 0].item() for i in range(4)]
     with pytest.raises(ValueError, match="draft"):
-        verify_rows(torch.cat(target), torch.cat(bonus), drafts[:2], rows[:2], streams, 3)
+        verify_rows(torch.cat(target), torch.cat(bonus), drafts[:3], rows[:3], streams, 3)
 
 
 def test_u_is_a_function_of_seed_and_index():
@@ -221,10 +221,11 @@ def test_worker_protocol(tmp_path):
     assert answer["drafts"] == expected
 
 
+@torch.no_grad()
 def test_proposer_follows_batch_budgets(tmp_path, monkeypatch):
-    """vLLM's calls to the proposer, by hand: drafts per request follow the batch size (here none from two
-    running requests on), and a request's drafts are the head's for its context (u = 0 without the exact
-    sampler), also after steps in which the worker only read its tokens."""
+    """vLLM's calls to the proposer, by hand: drafts per request follow the batch size (none from two running
+    requests on); vLLM's hidden states of the steps without drafts are held and sent when drafting resumes,
+    so the worker's teacher runs nothing, and the drafts are the head's for the context (u = 0 chain)."""
     model = head_model(order="argmax")
     model.save_pretrained(tmp_path / "head", include_teacher=True)
     monkeypatch.setenv("PTP_PYTHON", sys.executable)
@@ -233,15 +234,20 @@ def test_proposer_follows_batch_budgets(tmp_path, monkeypatch):
     monkeypatch.setattr(patch, "install_features", lambda: None)  # vLLM's runner is not here
     config = SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=3),
                              model_config=SimpleNamespace(max_model_len=64))
+    a, b = [5, 6, 7, 8, 9], [1, 2, 3]  # request a: prompt 5 6 7, then 8 and 9 sampled; b: prompt 1 2, then 3
+    features = {name: model.teacher.base_model(torch.tensor([seq])).last_hidden_state[0] for name, seq in
+                [("a", a), ("b", b)]}
+    tokens = np.zeros((2, 64), dtype=np.int64)
+    tokens[0, :5], tokens[1, :3] = a, b
     proposer = PTPProposer(config)
     try:
-        contexts = [[5, 6, 7, 8], [1, 2, 3]]
-        tokens = np.zeros((2, 64), dtype=np.int64)
-        for i, context in enumerate(contexts):
-            tokens[i, : len(context)] = context
-        assert proposer.propose([[8], [3]], [4, 3], tokens) == [[], []]  # two running: budget 0
-        alone = proposer.propose([[8], []], [4, 3], tokens)  # the second finished: one running, 2 drafts
-        assert alone == [drafts_from_scratch(model, contexts[0], torch.zeros(2)), []]
-        assert proposer.steps == 2 and proposer.teacher_tokens == proposer.new_tokens == 3 + 2
+        # step 1: both prompts ran (prefill), both running: no drafts, the worker is not called
+        monkeypatch.setattr(patch, "step_features", lambda: [("a", 0, features["a"][:3]), ("b", 0, features["b"][:2])])
+        assert proposer.propose([[8], [3]], [4, 3], tokens) == [[], []] and proposer.steps == 0
+        # step 2: a ran its token 8; b finished: one running, 2 drafts for a from the held features
+        monkeypatch.setattr(patch, "step_features", lambda: [("a", 3, features["a"][3:4]), ("b", 0, features["b"][:0])])
+        drafts = proposer.propose([[9], []], [5, 3], tokens)
+        assert drafts == [drafts_from_scratch(model, a, torch.zeros(2)), []]
+        assert proposer.steps == 1 and proposer.new_tokens == 4 and proposer.teacher_tokens == 0
     finally:
         proposer.close()

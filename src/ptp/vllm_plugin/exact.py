@@ -66,13 +66,18 @@ class UStreams:
 
 
 def sample_rows(logits: torch.Tensor, rows: list[RowSampling], streams: UStreams) -> torch.Tensor:
-    """Each row's next token, picked with its own u: logits [R, V] (after vLLM's logits processors) → [R]."""
+    """Each row's next token, picked with its own u: logits [R, V] (after vLLM's logits processors) → [R].
+    Rows sharing sampling parameters are processed together."""
     if logits.shape[0] != len(rows):
         raise ValueError(f"{logits.shape[0]} logit rows for {len(rows)} requests")
+    u = torch.cat([streams.take(row.seed, row.generated, 1) for row in rows]) if rows else torch.empty(0)
     tokens = torch.empty(len(rows), dtype=torch.int64, device=logits.device)
+    groups: dict[SamplingConfig, list[int]] = {}
     for i, row in enumerate(rows):
-        u = streams.take(row.seed, row.generated, 1).to(logits.device)
-        tokens[i] = pick(u, process(logits[i : i + 1], row.sampling), row.sampling.order)[0]
+        groups.setdefault(row.sampling, []).append(i)
+    for sampling, members in groups.items():
+        index = torch.tensor(members, device=logits.device)
+        tokens[index] = pick(u[members].to(logits.device), process(logits[index], sampling), sampling.order)
     return tokens
 
 

@@ -32,7 +32,7 @@ _streams = UStreams()
 _sampling: list[RowSampling] | None = None  # rows of the _sample call in progress
 _batch: list[RowSampling] | None = None  # rows of the last _sample call (read by the proposer)
 _warned_min_p: set[str] = set()
-_features: list[tuple[int, torch.Tensor] | None] | None = None  # per row: (first position, [q, H]) this step
+_features: list[tuple[str, int, torch.Tensor]] | None = None  # per row: (request id, first position, [q, H])
 
 
 def last_batch() -> list[RowSampling] | None:
@@ -44,18 +44,18 @@ def streams() -> UStreams:
     return _streams
 
 
-def step_features(row: int) -> tuple[int, torch.Tensor] | None:
-    """The teacher's last hidden states of the tokens row ``row`` ran this step: (position of the first, [q, H]);
-    None outside a proposal or for a row that ran no token."""
-    return None if _features is None or row >= len(_features) else _features[row]
+def step_features() -> list[tuple[str, int, torch.Tensor]] | None:
+    """Per batch row, the teacher's last hidden states of the tokens it ran this step: (request id, position
+    of the first, [q, H], q >= 0); None outside a proposal."""
+    return _features
 
 
-def _row_features(runner, hidden_states: torch.Tensor) -> list[tuple[int, torch.Tensor] | None]:
+def _row_features(runner, hidden_states: torch.Tensor) -> list[tuple[str, int, torch.Tensor]]:
     starts = runner.query_start_loc.np
     rows = []
-    for i in range(runner.input_batch.num_reqs):
+    for i, req_id in enumerate(runner.input_batch.req_ids):
         a, b = int(starts[i]), int(starts[i + 1])
-        rows.append((int(runner.positions[a]), hidden_states[a:b]) if b > a else None)
+        rows.append((req_id, int(runner.positions[a]) if b > a else 0, hidden_states[a:b]))
     return rows
 
 

@@ -31,6 +31,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import torch
+
 from ptp.model import budget_for
 from ptp.vllm_plugin import patch
 from ptp.vllm_plugin.exact import draft_u
@@ -62,6 +64,7 @@ class PTPProposer:
         if not ready.get("ready"):
             raise RuntimeError(f"the ptp draft worker did not start ({python} -m ptp.vllm_plugin.draft_worker)")
         patch.install_features()  # vLLM's hidden states reach propose(): the worker's teacher need not run
+        self._held: dict[str, tuple[int, torch.Tensor]] = {}  # request id → features not sent to the worker yet
         self.steps = self.new_tokens = self.teacher_tokens = 0  # teacher_tokens: run by the worker's own teacher
 
     def close(self) -> None:
@@ -72,12 +75,33 @@ class PTPProposer:
     def load_model(self, *args, **kwargs) -> None:
         """vLLM hands over its target model here; the drafter has its own (in the worker)."""
 
+    def _hold_features(self) -> list[str] | None:
+        """Add this step's hidden states to each request's held ones (dropping rows of rejected drafts, which
+        the next step's tokens overwrite); forget finished requests. Returns the request id of each row."""
+        step = patch.step_features()
+        if step is None:
+            return None
+        for req_id, start, rows in step:
+            if not rows.shape[0]:
+                continue
+            held = self._held.get(req_id)
+            if held is not None and 0 <= start - held[0] <= held[1].shape[0]:
+                start, rows = held[0], torch.cat([held[1][: start - held[0]], rows])
+            self._held[req_id] = (start, rows)
+        running = [req_id for req_id, _, _ in step]
+        for gone in set(self._held) - set(running):
+            del self._held[gone]
+        return running
+
     def propose(self, sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=None) -> list[list[int]]:
         drafts: list[list[int]] = [[] for _ in sampled_token_ids]
-        batch = patch.last_batch()
-        rows, contexts, us, samplings, features = [], [], [], [], []
+        request_ids = self._hold_features()
         budget = budget_for(self.batch_budgets, sum(1 for sampled in sampled_token_ids if len(sampled)))
         per_request = self.k if budget is None else min(self.k, budget)
+        if per_request == 0:  # no drafting at this batch size: the features wait for the next drafting step
+            return drafts
+        batch = patch.last_batch()
+        rows, contexts, us, samplings, features = [], [], [], [], []
         for i, sampled in enumerate(sampled_token_ids):
             if not len(sampled):  # nothing new for this request this step
                 continue
@@ -85,8 +109,8 @@ class PTPProposer:
             k = max(0, min(per_request, self.max_model_len - n))  # 0: the worker only reads the new tokens
             rows.append(i)
             contexts.append([int(t) for t in token_ids_cpu[i, :n]])
-            ran = patch.step_features(i)
-            features.append(None if ran is None else encode_features(*ran))
+            held = self._held.pop(request_ids[i], None) if request_ids else None
+            features.append(None if held is None else encode_features(*held))
             if batch is None:  # vLLM's own verification: the u = 0 chain
                 us.append([0.0] * k)
                 samplings.append(None)
