@@ -142,8 +142,8 @@ def strip_eos(tokens: list[int], eos: int) -> list[int]:
     return tokens[:-1] if tokens and tokens[-1] == eos else tokens
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where vLLM, ptp, the head and the prompts are, and how the servers run (check.py and speed.py)."""
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm/bin/python"))
     parser.add_argument("--ptp-python", default=str(ROOT / ".venv/bin/python"))
     parser.add_argument("--head", default=str(ROOT / "src/ptp/assets/smollm2-head"))
@@ -154,6 +154,11 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--start-timeout", type=float, default=600.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_server_arguments(parser)
     parser.add_argument("--runs", nargs="+", default=None, help="a subset of the runs (default: all)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()

@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from check import ROOT, SEED0, complete, vllm_server
+from check import SEED0, add_server_arguments, complete, vllm_server
 from transformers import AutoTokenizer
 
 from ptp.bench.prompts import first_prompt_ids
@@ -28,18 +28,9 @@ from ptp.vllm_plugin import drafter_order
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm/bin/python"))
-    parser.add_argument("--ptp-python", default=str(ROOT / ".venv/bin/python"))
-    parser.add_argument("--head", default=str(ROOT / "src/ptp/assets/smollm2-head"))
-    parser.add_argument("--prompts", default=str(ROOT.parent / "shared/benchmarks/spec_bench_dev.jsonl"))
-    parser.add_argument("--num-prompts", type=int, default=4)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--draft-len", type=int, default=3)
+    add_server_arguments(parser)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sampling", choices=["greedy", "exact"], default="greedy")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--max-model-len", type=int, default=2048)
-    parser.add_argument("--start-timeout", type=float, default=600.0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     out = Path(args.out)
