@@ -249,5 +249,9 @@ def test_proposer_follows_batch_budgets(tmp_path, monkeypatch):
         drafts = proposer.propose([[9], []], [5, 3], tokens)
         assert drafts == [drafts_from_scratch(model, a, torch.zeros(2)), []]
         assert proposer.steps == 1 and proposer.new_tokens == 4 and proposer.teacher_tokens == 0
+        proposer._worker.kill()
+        proposer._worker.wait()
+        with pytest.raises(RuntimeError, match="draft worker stopped"):
+            proposer.propose([[9], []], [5, 3], tokens)
     finally:
         proposer.close()

@@ -25,6 +25,7 @@ The drafter runs in a child process in ptp's own environment (``ptp.vllm_plugin.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -69,7 +70,8 @@ class PTPProposer:
 
     def close(self) -> None:
         """Stop the worker (it also stops by itself when vLLM's process ends and its stdin closes)."""
-        self._worker.stdin.close()
+        with contextlib.suppress(BrokenPipeError):
+            self._worker.stdin.close()
         self._worker.wait(timeout=60)
 
     def load_model(self, *args, **kwargs) -> None:
@@ -120,8 +122,15 @@ class PTPProposer:
                 samplings.append(row.sampling.to_dict())
         if rows:
             request = {"contexts": contexts, "u": us, "sampling": samplings, "features": features}
-            self._worker.stdin.write(json.dumps(request) + "\n")
-            answer = json.loads(self._worker.stdout.readline())
+            try:
+                self._worker.stdin.write(json.dumps(request) + "\n")
+                line = self._worker.stdout.readline()
+            except BrokenPipeError:
+                line = ""
+            if not line:
+                raise RuntimeError(f"the ptp draft worker stopped (exit code {self._worker.poll()}); its error is "
+                                   "above in vLLM's log")
+            answer = json.loads(line)
             self.steps += 1
             self.new_tokens += answer["new_tokens"]
             self.teacher_tokens += answer["teacher_tokens"]
