@@ -110,7 +110,7 @@ class PTPProposer:
             n = int(num_tokens_no_spec[i])
             k = max(0, min(per_request, self.max_model_len - n))  # 0: the worker only reads the new tokens
             rows.append(i)
-            contexts.append([int(t) for t in token_ids_cpu[i, :n]])
+            contexts.append(token_ids_cpu[i, :n].tolist())  # a numpy row: plain ints in one call
             held = self._held.pop(request_ids[i], None) if request_ids else None
             features.append(None if held is None else encode_features(*held))
             if batch is None:  # vLLM's own verification: the u = 0 chain
