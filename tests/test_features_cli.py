@@ -86,3 +86,24 @@ def test_lr_decays_by_steps_or_by_time_whichever_is_further():
     assert _lr(505, cfg, time_progress=0.0) == pytest.approx(_lr(10, cfg, time_progress=0.5))
     assert _lr(505, cfg, time_progress=0.0) == pytest.approx(1e-3 * (0.1 + 0.45 * (1 + math.cos(math.pi / 2))))
     assert _lr(1000, cfg, time_progress=0.2) == pytest.approx(1e-4)
+
+
+def test_features_teacher_forced_from_a_jsonl(tmp_path, teacher_dir, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"add {i}", "response": f"def add{i}(a, b):\n    return a + b"})
+                             + "\n" for i in range(5)))
+    common = ["--threads", "1", "features", "--teacher", str(teacher_dir), "--prompts", str(pairs),
+              "--max-new-tokens", "8", "--device", "cpu"]
+    assert main([*common, "--out", str(tmp_path / "f"), "--teacher-forced"]) == 0
+    assert feature_manifest(tmp_path / "f")["config"]["teacher_forced"] is True
+    rows = list(read_features(tmp_path / "f"))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    answer = tokenizer("def add0(a, b):\n    return a + b", add_special_tokens=False)["input_ids"][:7]
+    assert rows[0].tokens[rows[0].prompt_len :].tolist() == [*answer, tokenizer.eos_token_id]
+    assert main([*common, "--out", str(tmp_path / "g"), "--docs", str(tmp_path)]) == 2
+    assert "--docs needs --teacher-forced" in capsys.readouterr().err
+    pairs.write_text(json.dumps({"prompt": "no answer"}) + "\n")
+    assert main([*common, "--out", str(tmp_path / "h"), "--teacher-forced"]) == 2
+    assert "pairs.jsonl:1: --teacher-forced needs a 'response' string" in capsys.readouterr().err

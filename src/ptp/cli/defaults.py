@@ -45,7 +45,7 @@ ROWS_PER_SHARD = 1024
 HEAD = SimpleNamespace(layers=1, draft_vocab=8192)
 # ptp.training.head.HeadTrainConfig
 HEAD_TRAIN = SimpleNamespace(steps=2000, rows_per_step=4, windows_per_row=32, lr=1e-3, z_beta=1.0, eval_every=100,
-                             seed=0)
+                             seed=0, distill=0.0)
 # ptp.serve.config.ServeConfig
 SERVE = SimpleNamespace(model_name="", host="127.0.0.1", port=8000, method=None, slot_budget=None, queue_size=64,
                         max_batch=32, max_tokens_limit=1024, default_max_tokens=16, max_prompt_tokens=0,

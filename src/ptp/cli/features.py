@@ -5,8 +5,16 @@ templates (``ptp.data.chat_prompts``; never a benchmark), or your own JSONL of {
 sent through the tokenizer's chat template. Writes resumable safetensors shards: run the same
 command again to continue after an interruption.
 
+With --teacher-forced the teacher reads given answers instead of sampling its own: one batched
+forward per row, about four times cheaper per token on a CPU. The pairs are built from documented
+Python code (a docstring answers "what does X do", a function's source answers "write a function
+to ...": the standard library, plus every --docs folder), or come from your JSONL of
+{"prompt": ..., "response": ...}. Answer tokens the teacher could not have sampled are kept as
+context but are no training targets.
+
 Examples:
   ptp --threads 1 features --out runs/features --num-prompts 2000 --seed 0
+  ptp --threads 1 features --teacher-forced --out runs/forced --num-prompts 20000 --seed 1
   ptp features --device cuda --out runs/features --num-prompts 20000 --batch-size 512 --seed 10
 """
 
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import sysconfig
 import time
 
 from ptp.cli.common import add_device_arg, add_sampling_args, sampling_from_args, torch_device
@@ -33,6 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=160, help="completion length unless EOS comes first")
     p.add_argument("--batch-size", type=int, default=32,
                    help="rows per teacher forward (a shard file holds this many prompts, at least 64)")
+    p.add_argument("--teacher-forced", action="store_true",
+                   help="the teacher reads given answers (built-in pairs, or 'response' in --prompts) instead of "
+                        "sampling; --max-new-tokens then caps the answer")
+    p.add_argument("--docs", action="append", default=[], metavar="DIR",
+                   help="with --teacher-forced and built-in pairs: more folders of documented Python code "
+                        "(repeatable; the standard library is always used)")
     p.add_argument("--order", default="argmax", choices=("id", "argmax", "sorted"),
                    help="CDF order of the stored u intervals: sample in the order the drafter will read u "
                         "(train-head's --order) and training needs no relayout")
@@ -40,11 +55,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_sampling_args(p, defaults=None)
 
 
-def _texts(args: argparse.Namespace) -> list[str]:
+def _texts(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """(prompt, response or None) for each row."""
     if args.prompts is None:
+        if args.teacher_forced:
+            from pathlib import Path
+
+            from ptp.data.chat_prompts import chat_pairs
+
+            stdlib = Path(sysconfig.get_paths()["stdlib"])
+            return list(chat_pairs(args.num_prompts, args.seed, [stdlib, *map(Path, args.docs)]))
         from ptp.data.chat_prompts import chat_instructions
 
-        return chat_instructions(args.num_prompts, args.seed)
+        return [(text, None) for text in chat_instructions(args.num_prompts, args.seed)]
     texts = []
     with open(args.prompts, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
@@ -52,7 +75,9 @@ def _texts(args: argparse.Namespace) -> list[str]:
                 item = json.loads(line)
                 if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
                     raise ValueError(f"{args.prompts}:{n}: expected an object with a 'prompt' string")
-                texts.append(item["prompt"])
+                if args.teacher_forced and not isinstance(item.get("response"), str):
+                    raise ValueError(f"{args.prompts}:{n}: --teacher-forced needs a 'response' string")
+                texts.append((item["prompt"], item["response"] if args.teacher_forced else None))
     return texts[: args.num_prompts]
 
 
@@ -74,21 +99,27 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = AutoTokenizer.from_pretrained(teacher_tokenizer_dir(source))
     if not tokenizer.chat_template:
         raise ValueError(f"the tokenizer of {source} has no chat template")
-    prompts = []
-    for text in _texts(args):
+    if args.docs and not args.teacher_forced:
+        raise ValueError("--docs needs --teacher-forced")
+    prompts, responses = [], []
+    for text, answer in _texts(args):
         ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
         ids = ids if isinstance(ids, list) else ids["input_ids"]
         prompts.append(list(ids)[-MAX_PROMPT_TOKENS:])
+        if answer is not None:
+            responses.append(tokenizer(answer, add_special_tokens=False)["input_ids"])
     sampling = sampling_from_args(args, replace(BENCH_SAMPLING, order=args.order))
     # A batch never spans two shards: a shard holds at least a batch (64 prompts as before for smaller ones).
     rows_per_shard = max(FeatureConfig.rows_per_shard, args.batch_size)
     cfg = FeatureConfig(sampling=sampling, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                        rows_per_shard=rows_per_shard, seed=args.seed, eos_token_id=tokenizer.eos_token_id)
+                        rows_per_shard=rows_per_shard, seed=args.seed, eos_token_id=tokenizer.eos_token_id,
+                        teacher_forced=args.teacher_forced)
     start = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
-        print(f"[{done}/{total}] prompts sampled ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+        print(f"[{done}/{total}] prompts {verb} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
 
-    write_features(teacher, prompts, cfg, args.out, progress)
+    verb = "read" if args.teacher_forced else "sampled"
+    write_features(teacher, prompts, cfg, args.out, progress, responses if args.teacher_forced else None)
     print(f"features of {len(prompts)} prompts in {args.out}")
     return 0

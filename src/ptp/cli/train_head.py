@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--windows-per-row", type=int, default=d.windows_per_row, help="windows per row")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     p.add_argument("--z-beta", type=float, default=d.z_beta, help="training u within the interval: Beta(b, b)")
+    p.add_argument("--distill", type=float, default=d.distill,
+                   help="o-ptp / mtp: add this weight of a soft cross-entropy toward the teacher's whole distribution "
+                        "of each target (read from the stored features), so every target teaches more than its token")
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="validate + checkpoint every N steps")
     p.add_argument("--seed", type=int, default=d.seed, help="training randomness")
     p.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds (checkpointed)")
@@ -130,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
                                       window=args.window, drafter="head", head=head, vocab_ids=vocab_ids)
     model.to(device)
     cfg = HeadTrainConfig(steps=args.steps, rows_per_step=args.rows_per_step, windows_per_row=args.windows_per_row,
-                          lr=args.lr, z_beta=args.z_beta, eval_every=args.eval_every, seed=args.seed)
+                          lr=args.lr, z_beta=args.z_beta, eval_every=args.eval_every, seed=args.seed,
+                          distill=args.distill)
     result = train_head(model, train_rows, val_rows, cfg, args.out, resume=args.resume, progress=say,
                         time_limit_s=args.time_limit, decay_by_time=args.decay_by_time)
     print(f"step {result['step']}: best held-out MAT {result['best_mat']:.3f}; checkpoints in {args.out} "

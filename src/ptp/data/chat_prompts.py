@@ -6,6 +6,11 @@ with ``ast``, nothing is imported) fill instruction templates for the kinds of t
 asked (summarise, translate, answer from a passage, explain, write code), and a small hand-written
 list of topics and generated arithmetic problems cover writing, role-play, reasoning and maths.
 The result is deterministic for a seed.
+
+``chat_pairs`` builds (instruction, response) pairs from the same documentation for teacher-forced
+feature rows (``ptp features --teacher-forced``): a documented function's or class's docstring answers
+"what does it do", a function's source answers "write a function to ...", a docstring paragraph
+answers "explain this sentence".
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import ast
 import random
 import re
 import sysconfig
-from collections.abc import Iterator
+import textwrap
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 TOPICS = (
@@ -74,12 +81,7 @@ def _sentences(paragraphs: list[str]) -> list[str]:
 
 
 def _function_tasks(docs: list[str]) -> list[str]:
-    out = []
-    for doc in docs:
-        first = " ".join(doc.split("\n\n")[0].split())
-        if 30 <= len(first) <= 160 and first.startswith(("Return", "Convert", "Compute", "Create", "Parse")):
-            out.append(first[0].lower() + first[1:].rstrip("."))
-    return out
+    return [task for task in map(_task, docs) if task]
 
 
 def _math_problem(rng: random.Random) -> str:
@@ -124,3 +126,81 @@ def chat_instructions(num: int, seed: int = 0, root: Path | None = None) -> list
         lambda: f"Solve step by step: {_math_problem(rng)}",
     )
     return [rng.choice(makers)() for _ in range(num)]
+
+
+@dataclass(frozen=True)
+class Documented:
+    """A documented module, class or function of a Python source file."""
+
+    name: str  # dotted: module[.Class][.function]
+    doc: str
+    source: str  # the definition's source ("" for a module)
+
+
+def documented_code(roots: Sequence[Path]) -> Iterator[Documented]:
+    """Every documented module, class and function under ``roots`` by path (tests, caches and installed
+    packages inside a root skipped: the standard library's folder holds ``site-packages``)."""
+    for root in roots:
+        files = sorted(p for p in Path(root).rglob("*.py") if not _SKIPPED & set(p.parts[len(Path(root).parts):]))
+        for path in files:
+            try:
+                text = path.read_text(encoding="utf-8")
+                tree = ast.parse(text)
+            except (SyntaxError, UnicodeDecodeError, OSError, ValueError, RecursionError):
+                continue
+            module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            yield from _documented(tree, module, text.splitlines(keepends=True))
+
+
+def _documented(node: ast.AST, prefix: str, lines: list[str]) -> Iterator[Documented]:
+    doc = ast.get_docstring(node) if isinstance(node, _DOCUMENTED) else None
+    if doc:
+        source = "" if isinstance(node, ast.Module) else "".join(lines[node.lineno - 1 : node.end_lineno])
+        yield Documented(prefix, doc, textwrap.dedent(source).rstrip())
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            yield from _documented(child, f"{prefix}.{child.name}", lines)
+
+
+_SKIPPED = {"test", "tests", "__pycache__", "site-packages", "dist-packages"}
+_DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def chat_pairs(num: int, seed: int = 0, roots: Sequence[Path] | None = None,
+               max_chars: int = 1600) -> list[tuple[str, str]]:
+    """``num`` (instruction, response) pairs from documented code under ``roots`` (default: the standard library)."""
+    if num < 1:
+        raise ValueError(f"num must be >= 1, got {num!r}")
+    rng = random.Random(seed)
+    items = list(documented_code(roots or [Path(sysconfig.get_paths()["stdlib"])]))
+    explained = [d for d in items if 150 <= len(d.doc) <= max_chars and ">>>" not in d.doc]
+    coded = [d for d in items if d.source and len(d.source) <= max_chars and _task(d.doc)]
+    paragraphs = _paragraphs([d.doc for d in items])
+    if not explained or not coded or not paragraphs:
+        raise ValueError(f"too little documented code found under {roots or 'the standard library'}")
+
+    def explain() -> tuple[str, str]:
+        d = rng.choice(explained)
+        module, _, name = d.name.rpartition(".")
+        where = f" in the Python module `{module}`" if module else ""
+        return f"What does `{name}`{where} do?", d.doc
+
+    def code() -> tuple[str, str]:
+        d = rng.choice(coded)
+        return f"Write a Python function to {_task(d.doc)}.", f"```python\n{d.source}\n```"
+
+    def sentence() -> tuple[str, str]:
+        para = rng.choice(paragraphs)
+        first = re.split(r"(?<=[.!?])\s+", para)[0]
+        return f"Explain in simple words: {first}", para
+
+    makers = (explain, explain, code, sentence)
+    return [rng.choice(makers)() for _ in range(num)]
+
+
+def _task(doc: str) -> str | None:
+    first = " ".join(doc.split("\n\n")[0].split())
+    if 30 <= len(first) <= 160 and first.startswith(("Return", "Convert", "Compute", "Create", "Parse")):
+        return first[0].lower() + first[1:].rstrip(".")
+    return None
+

@@ -10,6 +10,14 @@ One pass of batched sampling gives, for every row (prompt + completion):
   teacher's processed distribution (a training u for that token is drawn inside it); prompt
   positions have left = right = 0.
 
+*Teacher-forced* rows (``responses`` given) replace sampling by one batched forward over prompt +
+given response + EOS: about four times cheaper per token on a CPU (no token-by-token loop) and not
+limited to what the teacher happens to write. A response token the teacher could not have picked
+(zero mass after top-k / top-p) gets an empty interval (left = right): it is no training target, and
+no window of u's runs through it, since the teacher's picks could never have followed that path.
+Every other token is exactly what the teacher picks for any u in its interval, so the O-PTP targets
+stay exact; only how often each region of u is seen differs from the teacher's own samples.
+
 Rows are written as safetensors shards (``features-00000.safetensors``, one per ``rows_per_shard``
 prompts) plus ``manifest.json``. Shard k depends only on its prompts and the seed, so a killed run
 resumes at the first missing shard and computes what an uninterrupted run would have.
@@ -47,10 +55,13 @@ class FeatureConfig:
     rows_per_shard: int = 64  # prompts per shard (one completion each)
     seed: int = 0  # row i's u-stream seed is row_seed(seed, i, 0)
     eos_token_id: int | None = None
+    teacher_forced: bool = False  # rows read given responses instead of sampling (see the module docstring)
 
     def record(self) -> dict:
         data = asdict(self)
         data["sampling"] = self.sampling.to_dict()
+        if not self.teacher_forced:  # manifests written before teacher-forced rows existed still match
+            del data["teacher_forced"]
         return data
 
 
@@ -121,9 +132,48 @@ def sample_with_features(model: PreTrainedModel, prompts: Sequence[Sequence[int]
     return rows
 
 
+@torch.inference_mode()
+def forced_with_features(model: PreTrainedModel, prompts: Sequence[Sequence[int]],
+                         responses: Sequence[Sequence[int]], cfg: FeatureConfig,
+                         logit_chunk: int = 1024) -> list[FeatureRow]:
+    """Teacher-forced rows: one right-padded forward over each prompt + response (+ EOS), no sampling."""
+    device = next(model.parameters()).device
+    eos = [] if cfg.eos_token_id is None else [cfg.eos_token_id]
+    seqs = [list(p) + list(r)[: cfg.max_new_tokens - len(eos)] + eos for p, r in zip(prompts, responses, strict=True)]
+    width = max(len(t) for t in seqs)
+    input_ids = torch.full((len(seqs), width), PAD_ID, dtype=torch.long)
+    attention = torch.zeros((len(seqs), width), dtype=torch.long)
+    for b, t in enumerate(seqs):
+        input_ids[b, : len(t)] = torch.as_tensor(t)
+        attention[b, : len(t)] = 1
+    hidden = model.base_model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).last_hidden_state
+    lm_head = model.get_output_embeddings()
+    rows = []
+    for b, (prompt, t) in enumerate(zip(prompts, seqs, strict=True)):
+        tokens, p, s = torch.as_tensor(t, dtype=torch.long), len(prompt), len(t)
+        left, right = torch.zeros(s), torch.zeros(s)
+        for a in range(p, s, logit_chunk):  # the teacher's processed distribution of each response token
+            e = min(s, a + logit_chunk)
+            probs = process(lm_head(hidden[b, a - 1 : e - 1]), cfg.sampling)
+            target = tokens[a:e].to(device)
+            lo, hi = bin_edges(probs, target, cfg.sampling.order)
+            empty = probs.gather(-1, target[:, None])[:, 0] <= 0  # the teacher could not pick it
+            left[a:e], right[a:e] = lo.float().cpu(), torch.where(empty, lo, hi).float().cpu()
+        features = torch.zeros(s, hidden.shape[-1], dtype=torch.float16)
+        features[: s - 1] = hidden[b, : s - 1].to(torch.float16).cpu()
+        rows.append(FeatureRow(tokens, p, features, left, right))
+    return rows
+
+
 def write_features(model: PreTrainedModel, prompts: Sequence[Sequence[int]], cfg: FeatureConfig,
-                   out_dir: str | Path, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Write (or resume) the shards for ``prompts``; returns the manifest. ``progress(done, total)``."""
+                   out_dir: str | Path, progress: Callable[[int, int], None] | None = None,
+                   responses: Sequence[Sequence[int]] | None = None) -> dict:
+    """Write (or resume) the shards for ``prompts``; returns the manifest. ``progress(done, total)``.
+
+    With ``responses`` (one per prompt; needs ``cfg.teacher_forced``) rows are teacher-forced instead of sampled.
+    """
+    if (responses is not None) != cfg.teacher_forced or (responses is not None and len(responses) != len(prompts)):
+        raise ValueError("teacher-forced rows need cfg.teacher_forced and exactly one response per prompt")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = {"format": FORMAT, "config": cfg.record(), "num_prompts": len(prompts),
@@ -145,13 +195,18 @@ def write_features(model: PreTrainedModel, prompts: Sequence[Sequence[int]], cfg
             if progress:
                 progress(first + len(chunk), len(prompts))
             continue
-        order = sorted(range(len(chunk)), key=lambda i: (len(chunk[i]), i))  # similar lengths batch together
+        answers = None if responses is None else list(responses[first : first + cfg.rows_per_shard])
+        sizes = [len(c) + (0 if answers is None else len(a)) for c, a in zip(chunk, answers or chunk, strict=True)]
+        order = sorted(range(len(chunk)), key=lambda i: (sizes[i], i))  # similar lengths batch together
         rows: list[FeatureRow | None] = [None] * len(chunk)
         for start in range(0, len(order), cfg.batch_size):
             members = order[start : start + cfg.batch_size]
-            seeds = [row_seed(cfg.seed, first + i, 0) for i in members]
-            for i, row in zip(members, sample_with_features(model, [chunk[i] for i in members], seeds, cfg),
-                              strict=True):
+            if answers is None:
+                seeds = [row_seed(cfg.seed, first + i, 0) for i in members]
+                made = sample_with_features(model, [chunk[i] for i in members], seeds, cfg)
+            else:
+                made = forced_with_features(model, [chunk[i] for i in members], [answers[i] for i in members], cfg)
+            for i, row in zip(members, made, strict=True):
                 rows[i] = row
             if progress:
                 progress(first + start + len(members), len(prompts))
@@ -210,8 +265,11 @@ def relayout(rows: Sequence[FeatureRow], model: PreTrainedModel, sampling: Sampl
             tokens = row.tokens[a:b]
             lo, hi = bin_edges(probs, tokens, sampling.order)
             # fp16 features may drop a kept tail token out of top-p: give it a minimal interval at its edge.
+            # A token without a target (an empty stored interval: teacher-forced rows) keeps none.
             empty = probs.gather(-1, tokens[:, None])[:, 0] <= 0
-            left[a:b], right[a:b] = lo, torch.where(empty, torch.nextafter(lo, torch.ones_like(lo)), hi)
+            lo, hi = lo.to(left.dtype), torch.where(empty, torch.nextafter(lo, torch.ones_like(lo)), hi).to(left.dtype)
+            none = row.right[a:b] <= row.left[a:b]
+            left[a:b], right[a:b] = lo, torch.where(none, lo, hi)
         out.append(FeatureRow(row.tokens, p, row.features, left, right))
     return out
 

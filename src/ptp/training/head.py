@@ -53,6 +53,7 @@ class HeadTrainConfig:
     weight_decay: float = 0.0
     z_beta: float = 1.0  # u = left + z (right - left), z ~ Beta(b, b); 1 = uniform
     grad_clip: float = 1.0
+    distill: float = 0.0  # o-ptp / mtp: weight of a soft cross-entropy toward each target's whole distribution
     eval_every: int = 100  # validate and checkpoint every this many steps
     val_windows_per_row: int = 32
     seed: int = 0
@@ -64,6 +65,8 @@ class HeadTrainConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if self.lr <= 0 or self.z_beta <= 0:
             raise ValueError("lr and z_beta must be positive")
+        if not self.distill >= 0:
+            raise ValueError(f"distill must be >= 0, got {self.distill!r}")
 
 
 @dataclass
@@ -71,20 +74,29 @@ class WindowResult:
     loss_sum: torch.Tensor  # summed cross-entropy over valid slots (with grad)
     valid: torch.Tensor  # [N, L] bool: the slot's target exists and is in the draft vocabulary
     correct: torch.Tensor  # [N, L] bool
-    full: torch.Tensor  # [N] bool: the window lies wholly inside the row
+    target: torch.Tensor  # [N, L] bool: the slot has a target (in the row, the chain up to it unbroken)
+    full: torch.Tensor  # [N] bool: every slot of the window has a target
     logits: torch.Tensor  # [N, L, K] draft-vocabulary logits
 
 
-def window_pass(model: PTPModel, row: FeatureRow, starts: torch.Tensor, z: torch.Tensor) -> WindowResult:
-    """The head over one row's context rows and windows starting at ``starts`` [N] (z: [N, L] in [0, 1])."""
+def window_pass(model: PTPModel, row: FeatureRow, starts: torch.Tensor, z: torch.Tensor,
+                distill: float = 0.0) -> WindowResult:
+    """The head over one row's context rows and windows starting at ``starts`` [N] (z: [N, L] in [0, 1]).
+
+    ``distill`` > 0 (modes o-ptp and mtp) adds that weight of a soft cross-entropy toward the teacher's
+    processed distribution of each target token (what c-ptp trains on alone): every target then teaches
+    the whole distribution it was drawn from, not only the token.
+    """
     head, window = model.head, z.shape[1]
     device = model.device
     size = row.tokens.numel()
     n = starts.numel()
     ctx_len = int(starts.max()) - 1  # context rows 0..max(s)-2 are the only ones any slot sees
     index = starts[:, None] + torch.arange(window)  # [N, L] target position of each slot
-    inside = index < size
     index_c = index.clamp(max=size - 1)
+    # A slot has a target while every token from the window's start to its own lies in the row and is
+    # one the teacher could pick (an empty interval breaks the chain: see ``FeatureRow``).
+    inside = ((index < size) & (row.right > row.left)[index_c]).to(torch.int64).cumprod(1).bool()
     left, right = row.left[index_c], row.right[index_c]
     u = torch.where(inside, left + z * (right - left), torch.full_like(z, 0.5))
     u = torch.minimum(u, torch.nextafter(right, torch.zeros_like(right))).clamp(0.0, 1.0 - 2**-24)
@@ -110,29 +122,36 @@ def window_pass(model: PTPModel, row: FeatureRow, starts: torch.Tensor, z: torch
     targets = head.draft_index[row.tokens[index_c].to(device)].reshape(-1)
     targets = torch.where(inside.reshape(-1).to(device), targets, torch.full_like(targets, NO_DRAFT_ID))
     valid = (targets != NO_DRAFT_ID).reshape(n, window)
-    if model.cfg.mode == "c-ptp":
-        # Distillation: the teacher's processed distribution of token s+j (from its stored feature at
-        # s+j-1, over the draft vocabulary) is the target; the draft is pick(u_{s+j}, head's distribution).
+
+    def soft_cross_entropy() -> torch.Tensor:
+        # The teacher's processed distribution of token s+j, from its stored feature at s+j-1 over the
+        # draft vocabulary (no teacher runs), against the head's: summed over the slots that have a target.
         with torch.no_grad():
             teacher = process(features[index_c - 1].reshape(n * window, -1) @ head.draft_weight.T, model.cfg.sampling)
-        log_q = torch.log_softmax(logits, -1)
-        per_slot = -(teacher * log_q.clamp(min=-1e4)).sum(-1)  # soft cross-entropy
-        loss_sum = (per_slot * inside.reshape(-1).to(device)).sum()
-        picked = pick(u.reshape(-1).to(device), log_q.detach().exp(), model.cfg.sampling.order)
+        per_slot = -(teacher * torch.log_softmax(logits, -1).clamp(min=-1e4)).sum(-1)
+        return (per_slot * inside.reshape(-1).to(device)).sum()
+
+    if model.cfg.mode == "c-ptp":
+        # Distillation alone; the draft is pick(u_{s+j}, the head's distribution).
+        loss_sum = soft_cross_entropy()
+        picked = pick(u.reshape(-1).to(device), torch.softmax(logits.detach(), -1), model.cfg.sampling.order)
         correct = (picked == targets).reshape(n, window) & valid
         valid = inside.to(device)
     else:
         loss_sum = F.cross_entropy(logits, targets, ignore_index=NO_DRAFT_ID, reduction="sum")
+        if distill > 0:
+            loss_sum = loss_sum + distill * soft_cross_entropy()
         correct = (logits.argmax(-1) == targets).reshape(n, window) & valid
-    return WindowResult(loss_sum, valid, correct, (starts + window <= size).to(device), logits.reshape(n, window, -1))
+    return WindowResult(loss_sum, valid, correct, inside.to(device), inside[:, -1].to(device),
+                        logits.reshape(n, window, -1))
 
 
 def _starts(row: FeatureRow, count: int, rng: random.Random) -> torch.Tensor | None:
-    """Up to ``count`` distinct window starts in the row's completion (None if it has none)."""
-    first, last = max(row.prompt_len, 1), row.tokens.numel() - 1
-    if last < first:
+    """Up to ``count`` distinct window starts at the completion's tokens that have a target (None if none)."""
+    first = max(row.prompt_len, 1)
+    pool = (torch.nonzero(row.right[first:] > row.left[first:])[:, 0] + first).tolist()  # targets that exist
+    if not pool:
         return None
-    pool = range(first, last + 1)
     return torch.tensor(sorted(rng.sample(pool, min(count, len(pool)))))
 
 
@@ -160,9 +179,8 @@ def evaluate(model: PTPModel, rows: Sequence[FeatureRow], windows_per_row: int, 
         out = window_pass(model, row, starts, z)
         loss += float(out.loss_sum)
         valid_n += int(out.valid.sum())
-        inside = (starts[:, None] + torch.arange(window) < row.tokens.numel())
         correct += out.correct.float().sum(0).cpu()
-        counted += inside.float().sum(0)
+        counted += out.target.float().sum(0).cpu()
         runs.append(out.correct[out.full].to(torch.int64).cumprod(1).sum(1).cpu())
     lead = torch.cat(runs) if runs else torch.zeros(0)
     hist = torch.bincount(lead, minlength=window + 1).double()
@@ -240,7 +258,7 @@ def train_head(model: PTPModel, train_rows: Sequence[FeatureRow], val_rows: Sequ
             starts = _starts(row, cfg.windows_per_row, rng)
             if starts is None:
                 continue
-            out = window_pass(model, row, starts, _z((starts.numel(), window), cfg.z_beta, gen))
+            out = window_pass(model, row, starts, _z((starts.numel(), window), cfg.z_beta, gen), cfg.distill)
             total = out.loss_sum if total is None else total + out.loss_sum
             count += int(out.valid.sum())
         if total is None or count == 0:
