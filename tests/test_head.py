@@ -198,6 +198,10 @@ def test_train_head_cli_mixes_orders_and_continues_from_init(tmp_path):
         torch.testing.assert_close(second.trainable_state_dict()[key], value, atol=1e-4, rtol=0)
     assert main([*common, "--out", str(tmp_path / "r3"), "--mode", "mtp", "--init",
                  str(tmp_path / "r1" / "best")]) == 2  # a mode the init was not trained in
+    assert main([*common, "--out", str(tmp_path / "v"), "--steps", "1", "--mode", "mtp", "--order", "id",
+                 "--vocab-from", str(tmp_path / "r1" / "best")]) == 0  # another head's draft vocabulary, any mode
+    fresh = ptp.PTPModel.from_pretrained(tmp_path / "v" / "best", teacher=teacher)
+    assert torch.equal(fresh.head.vocab_ids, first.head.vocab_ids) and fresh.cfg.mode == "mtp"
     assert main([*common, "--out", str(tmp_path / "m1"), "--steps", "1", "--mode", "mtp", "--order", "id"]) == 0
     assert main([*common, "--out", str(tmp_path / "m2"), "--steps", "1", "--init", str(tmp_path / "m1" / "best")]) == 0
     continued = ptp.PTPModel.from_pretrained(tmp_path / "m2" / "best", teacher=teacher).cfg  # the init's mode, order

@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "u-blind control (default: --init's mode, else o-ptp)")
     p.add_argument("--layers", type=int, default=h.layers, help="decoder layers of the head")
     p.add_argument("--draft-vocab", type=int, default=h.draft_vocab, help="draft vocabulary size (0 = all)")
+    p.add_argument("--vocab-from", default=None, metavar="DRAFTER_DIR",
+                   help="take the draft vocabulary of this trained head instead of the training rows' most frequent "
+                        "tokens (e.g. rows of teacher-forced text, whose words are not the teacher's)")
     p.add_argument("--window", type=int, default=8,  # ptp.model.TRAIN_WINDOW (a literal: --help imports no torch)
                    help="u-slots per training window (the longest draft)")
     p.add_argument("--embedding", default="arith", help="u feature map (binary, arith, cosine, interp)")
@@ -122,11 +125,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         vocab = int(teacher.get_output_embeddings().weight.shape[0])
         counts = torch.bincount(torch.cat([r.tokens[r.prompt_len:] for r in train_rows]), minlength=vocab)
+        if args.vocab_from:
+            vocab_ids = PTPModel.from_pretrained(args.vocab_from, teacher=teacher).head.vocab_ids
+            args.draft_vocab = vocab_ids.numel()
         head = HeadConfig(layers=args.layers, draft_vocab=args.draft_vocab)
         size = args.draft_vocab or vocab
         eos = teacher.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
-        vocab_ids = frequent_tokens(counts, min(size, vocab), always=eos)
+        if not args.vocab_from:
+            vocab_ids = frequent_tokens(counts, min(size, vocab), always=eos)
         covered = float(counts[vocab_ids].sum() / counts.sum())
         say(f"draft vocabulary: {vocab_ids.numel()} tokens, covering {covered:.2%} of the sampled tokens")
         model = PTPModel.from_teacher(teacher, mode=args.mode, embedding=args.embedding, sampling=sampling,
