@@ -53,6 +53,7 @@ def test_forced_rows_mark_tokens_the_teacher_could_not_pick():
     assert torch.equal(pick(u, probs, "argmax")[possible], row.tokens[3:][possible])
     lo, hi = bin_edges(probs, row.tokens[3:], "argmax")
     torch.testing.assert_close(left[possible], lo[possible].float(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(right[possible], hi[possible].float(), atol=1e-6, rtol=0)
 
 
 def test_write_features_teacher_forced_needs_one_answer_per_prompt(tmp_path):
@@ -140,7 +141,7 @@ def test_documented_code_and_chat_pairs(tmp_path):
     pkg = _package(tmp_path)
     names = [d.name for d in documented_code([pkg])]
     assert names == ["maths", "maths.total", "maths.Box", "maths.Box.get"]  # tests/ skipped
-    get = [d for d in documented_code([pkg]) if d.name == "maths.Box.get"][0]
+    get = next(d for d in documented_code([pkg]) if d.name == "maths.Box.get")
     assert get.source.startswith("def get(self):\n") and get.source.endswith("return self.value")
     pairs = chat_pairs(40, seed=3, roots=[pkg])
     assert pairs == chat_pairs(40, seed=3, roots=[pkg]) and pairs != chat_pairs(40, seed=4, roots=[pkg])

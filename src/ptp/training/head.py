@@ -4,7 +4,9 @@ Each step takes a few rows; for each row the head runs once over its context row
 features) and many windows of u-slots at random starts s in the completion. Slot j of a window
 predicts token s + j from u_{s..s+j}; its u is drawn inside the teacher's interval of that token
 (u = left + z (right - left), z ~ Beta(b, b); b = 1 is uniform, which is also how validation draws
-them). The loss is cross-entropy over the draft vocabulary (tokens outside it are skipped).
+them). The loss is cross-entropy over the draft vocabulary (tokens outside it are skipped), plus
+``distill`` x a soft cross-entropy toward the teacher's whole distribution of each target. A window
+ends early at a token the teacher could not have picked (teacher-forced rows, ``ptp.data.features``).
 No teacher runs during training, so a step costs only the head: a fraction of the one-network
 drafter's full teacher forward and backward per slot.
 
