@@ -39,6 +39,7 @@ VAL_ROWS=${VAL_ROWS:-256}             # held out: the last rows (capped at a qua
 LR=${LR:-3e-3}                        # the CPU final runs' settings (experiments/feature_head/README.md)
 ROWS_PER_STEP=${ROWS_PER_STEP:-4}
 WINDOWS=${WINDOWS:-48}
+DISTILL=${DISTILL:-0}                 # train-head --distill (1: helped per step on the CPU, not per second)
 EVAL_EVERY=${EVAL_EVERY:-500}         # validate + checkpoint; also at the time limit
 FEATURES_UNTIL=${FEATURES_UNTIL:-290} # sampling is stopped (SIGINT; whole shards kept) at this second
 TRAIN_UNTIL=${TRAIN_UNTIL:-500}       # training's time limits end here ...
@@ -195,7 +196,7 @@ main() {
       "$PY" -m ptp.cli --threads "$THREADS" train-head --device "$DEVICE" --features "$feat" \
       --out "$WORK/runs/$mode" --mode "$mode" --val-rows "$val" --steps 1000000 --time-limit "$limit" \
       --decay-by-time --lr "$LR" --rows-per-step "$ROWS_PER_STEP" --windows-per-row "$WINDOWS" \
-      --eval-every "$EVAL_EVERY" 2>&1 | stamp "$mode: ") &
+      --eval-every "$EVAL_EVERY" --distill "$DISTILL" 2>&1 | stamp "$mode: ") &
     pids+=($!)
   done
   local failed=0 pid
