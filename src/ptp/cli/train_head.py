@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             rows[i] = row
     train_rows, val_rows = rows[: -args.val_rows], rows[-args.val_rows :]
     tokens = sum(r.tokens.numel() - r.prompt_len for r in train_rows)
-    say(f"{len(train_rows)} training rows ({tokens} sampled tokens), {len(val_rows)} validation rows")
+    say(f"{len(train_rows)} training rows ({tokens} answer tokens), {len(val_rows)} validation rows")
     if args.init:
         model = PTPModel.from_pretrained(args.init, teacher=teacher)
         if not model.is_head or model.cfg.mode != args.mode or model.cfg.sampling.order != args.order:
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.vocab_from:
             vocab_ids = frequent_tokens(counts, min(size, vocab), always=eos)
         covered = float(counts[vocab_ids].sum() / counts.sum())
-        say(f"draft vocabulary: {vocab_ids.numel()} tokens, covering {covered:.2%} of the sampled tokens")
+        say(f"draft vocabulary: {vocab_ids.numel()} tokens, covering {covered:.2%} of the training answers' tokens")
         model = PTPModel.from_teacher(teacher, mode=args.mode, embedding=args.embedding, sampling=sampling,
                                       window=args.window, drafter="head", head=head, vocab_ids=vocab_ids)
     model.to(device)
