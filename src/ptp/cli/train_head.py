@@ -127,13 +127,12 @@ def run(args: argparse.Namespace) -> int:
         counts = torch.bincount(torch.cat([r.tokens[r.prompt_len:] for r in train_rows]), minlength=vocab)
         if args.vocab_from:
             vocab_ids = PTPModel.from_pretrained(args.vocab_from, teacher=teacher).head.vocab_ids
-            args.draft_vocab = vocab_ids.numel()
-        head = HeadConfig(layers=args.layers, draft_vocab=args.draft_vocab)
-        size = args.draft_vocab or vocab
-        eos = teacher.generation_config.eos_token_id
-        eos = [eos] if isinstance(eos, int) else list(eos or [])
-        if not args.vocab_from:
-            vocab_ids = frequent_tokens(counts, min(size, vocab), always=eos)
+            head = HeadConfig(layers=args.layers, draft_vocab=vocab_ids.numel())
+        else:
+            eos = teacher.generation_config.eos_token_id
+            eos = [eos] if isinstance(eos, int) else list(eos or [])
+            vocab_ids = frequent_tokens(counts, min(args.draft_vocab or vocab, vocab), always=eos)
+            head = HeadConfig(layers=args.layers, draft_vocab=args.draft_vocab)
         covered = float(counts[vocab_ids].sum() / counts.sum())
         say(f"draft vocabulary: {vocab_ids.numel()} tokens, covering {covered:.2%} of the training answers' tokens")
         model = PTPModel.from_teacher(teacher, mode=args.mode, embedding=args.embedding, sampling=sampling,

@@ -147,22 +147,33 @@ def forced_with_features(model: PreTrainedModel, prompts: Sequence[Sequence[int]
         input_ids[b, : len(t)] = torch.as_tensor(t)
         attention[b, : len(t)] = 1
     hidden = model.base_model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).last_hidden_state
-    lm_head = model.get_output_embeddings()
     rows = []
     for b, (prompt, t) in enumerate(zip(prompts, seqs, strict=True)):
         tokens, p, s = torch.as_tensor(t, dtype=torch.long), len(prompt), len(t)
         left, right = torch.zeros(s), torch.zeros(s)
-        for a in range(p, s, logit_chunk):  # the teacher's processed distribution of each response token
-            e = min(s, a + logit_chunk)
-            probs = process(lm_head(hidden[b, a - 1 : e - 1]), cfg.sampling)
-            target = tokens[a:e].to(device)
-            lo, hi = bin_edges(probs, target, cfg.sampling.order)
-            empty = probs.gather(-1, target[:, None])[:, 0] <= 0  # the teacher could not pick it
-            left[a:e], right[a:e] = lo.float().cpu(), torch.where(empty, lo, hi).float().cpu()
+        lo, hi, empty = token_intervals(model, hidden[b, p - 1 : s - 1], tokens[p:], cfg.sampling, logit_chunk)
+        left[p:], right[p:] = lo, torch.where(empty, lo, hi)  # a token the teacher could not pick: no interval
         features = torch.zeros(s, hidden.shape[-1], dtype=torch.float16)
         features[: s - 1] = hidden[b, : s - 1].to(torch.float16).cpu()
         rows.append(FeatureRow(tokens, p, features, left, right))
     return rows
+
+
+@torch.no_grad()
+def token_intervals(model: PreTrainedModel, hidden: torch.Tensor, tokens: torch.Tensor, sampling: SamplingConfig,
+                    chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For teacher states ``hidden`` [n, H] and the token after each [n]: the token's interval (left,
+    right) under the teacher's processed distribution, and whether it has no mass there; float32 on the
+    CPU, logits computed ``chunk`` rows at a time."""
+    head = model.get_output_embeddings()
+    left, right, empty = torch.zeros(len(tokens)), torch.zeros(len(tokens)), torch.zeros(len(tokens), dtype=torch.bool)
+    for a in range(0, len(tokens), chunk):
+        probs = process(head(hidden[a : a + chunk].to(head.weight.dtype)), sampling)
+        target = tokens[a : a + chunk].to(probs.device)
+        lo, hi = bin_edges(probs, target, sampling.order)
+        left[a : a + chunk], right[a : a + chunk] = lo.float().cpu(), hi.float().cpu()
+        empty[a : a + chunk] = (probs.gather(-1, target[:, None])[:, 0] <= 0).cpu()
+    return left, right, empty
 
 
 def write_features(model: PreTrainedModel, prompts: Sequence[Sequence[int]], cfg: FeatureConfig,
@@ -196,7 +207,7 @@ def write_features(model: PreTrainedModel, prompts: Sequence[Sequence[int]], cfg
                 progress(first + len(chunk), len(prompts))
             continue
         answers = None if responses is None else list(responses[first : first + cfg.rows_per_shard])
-        sizes = [len(c) + (0 if answers is None else len(a)) for c, a in zip(chunk, answers or chunk, strict=True)]
+        sizes = [len(c) + (len(answers[i]) if answers is not None else 0) for i, c in enumerate(chunk)]
         order = sorted(range(len(chunk)), key=lambda i: (sizes[i], i))  # similar lengths batch together
         rows: list[FeatureRow | None] = [None] * len(chunk)
         for start in range(0, len(order), cfg.batch_size):
@@ -254,22 +265,16 @@ def relayout(rows: Sequence[FeatureRow], model: PreTrainedModel, sampling: Sampl
     float16 features through the teacher's lm_head, so edges are exact to about 1e-3 (training only
     needs a u inside the interval; verification always uses the teacher's exact numbers).
     """
-    head = model.get_output_embeddings()
     out = []
     for row in rows:
-        p, s = row.prompt_len, row.tokens.numel()
+        p = row.prompt_len
+        lo, hi, empty = token_intervals(model, row.features[p - 1 : -1], row.tokens[p:], sampling, batch_tokens)
+        # fp16 features may drop a kept tail token out of top-p: give it a minimal interval at its edge.
+        # A token without a target (an empty stored interval: teacher-forced rows) keeps none.
+        hi = torch.where(empty, torch.nextafter(lo, torch.ones_like(lo)), hi)
+        none = row.right[p:] <= row.left[p:]
         left, right = row.left.clone(), row.right.clone()
-        for a in range(p, s, batch_tokens):
-            b = min(s, a + batch_tokens)
-            probs = process(head(row.features[a - 1 : b - 1].float()), sampling)
-            tokens = row.tokens[a:b]
-            lo, hi = bin_edges(probs, tokens, sampling.order)
-            # fp16 features may drop a kept tail token out of top-p: give it a minimal interval at its edge.
-            # A token without a target (an empty stored interval: teacher-forced rows) keeps none.
-            empty = probs.gather(-1, tokens[:, None])[:, 0] <= 0
-            lo, hi = lo.to(left.dtype), torch.where(empty, torch.nextafter(lo, torch.ones_like(lo)), hi).to(left.dtype)
-            none = row.right[a:b] <= row.left[a:b]
-            left[a:b], right[a:b] = lo, torch.where(none, lo, hi)
+        left[p:], right[p:] = lo, torch.where(none, lo, hi)
         out.append(FeatureRow(row.tokens, p, row.features, left, right))
     return out
 
