@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 import ptp
 from conftest import head_model
 from ptp.cli import train_head as train_head_cli
-from ptp.data.features import FeatureConfig, read_features, relayout, sample_with_features, write_features
+from ptp.data.features import (
+    FeatureConfig,
+    prefill_buckets,
+    read_features,
+    relayout,
+    sample_with_features,
+    write_features,
+)
 from ptp.decoding.batching import drive
 from ptp.decoding.row_cache import RowCache
 from ptp.decoding.step import head_draft
@@ -99,6 +106,42 @@ def test_features_match_a_full_teacher_pass():
     torch.testing.assert_close(row.left[p:], left, atol=1e-5, rtol=0)
     torch.testing.assert_close(row.right[p:], right, atol=1e-5, rtol=0)
     assert bool((row.left[p:] < row.right[p:]).all())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batched_sampling_gives_each_row_what_it_gets_alone(family):
+    """Prompts of mixed lengths in one batch (prefilled in length buckets, finished rows leaving it) give
+    every row the tokens, features and intervals it gets alone, and the tokens ``ar`` samples with its seed."""
+    model = head_model(family)
+    sampling = ptp.SamplingConfig(temperature=1.0)
+    gen = torch.Generator().manual_seed(1)
+    lengths = (2, 9, 3, 17, 5, 4, 12, 6, 3, 8, 2, 7)
+    prompts = [torch.randint(3, 48, (n,), generator=gen).tolist() for n in lengths]
+    seeds = list(range(len(prompts)))
+    free = sample_with_features(model.teacher, prompts, seeds, FeatureConfig(sampling=sampling, max_new_tokens=30))
+    eos = torch.cat([r.tokens[r.prompt_len :] for r in free]).bincount().argmax().item()  # rows end at many steps
+    cfg = FeatureConfig(sampling=sampling, max_new_tokens=30, eos_token_id=eos)
+    rows = sample_with_features(model.teacher, prompts, seeds, cfg)
+    generated = [r.tokens.numel() - r.prompt_len for r in rows]
+    assert len(prefill_buckets(lengths)) > 1 and len(set(generated)) > 4 and 30 in generated, generated
+    for seed, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
+        alone = sample_with_features(model.teacher, [prompt], [seed], cfg)[0]
+        assert row.tokens.tolist() == alone.tokens.tolist() and row.prompt_len == len(prompt)
+        torch.testing.assert_close(row.features.float(), alone.features.float(), atol=2e-3, rtol=1e-2)
+        torch.testing.assert_close(row.left, alone.left, atol=1e-5, rtol=0)
+        torch.testing.assert_close(row.right, alone.right, atol=1e-5, rtol=0)
+        ar = ptp.generate(model, prompt, 30, sampling, seed, "ar", eos_token_id=eos)
+        assert row.tokens[len(prompt) :].tolist() == ar.tokens.tolist()
+
+
+def test_prefill_buckets_bound_padding():
+    lengths = [5, 100, 6, 7, 90, 5, 300]
+    buckets = prefill_buckets(lengths)
+    assert sorted(b for bucket in buckets for b in bucket) == list(range(len(lengths)))
+    for bucket in buckets:
+        sizes = [lengths[b] for b in bucket]
+        assert len(sizes) * max(sizes) <= 1.25 * sum(sizes)
+    assert [[lengths[b] for b in bucket] for bucket in buckets] == [[5, 5, 6, 7], [90, 100], [300]]
 
 
 def test_relayout_gives_each_order_its_intervals():

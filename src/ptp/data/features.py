@@ -33,7 +33,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.nn import functional
 from transformers import DynamicCache, PreTrainedModel
+from transformers.cache_utils import DynamicLayer
 
 from ptp.checkpoint_format import fingerprint
 from ptp.data.pregenerate import PAD_ID, row_seed
@@ -80,56 +82,119 @@ def teacher_step(model: PreTrainedModel, **kwargs) -> tuple[torch.Tensor, torch.
     return hidden, model.get_output_embeddings()(hidden[:, -1])
 
 
+PREFILL_PADDING = 1.25  # a prefill call's padded tokens may be at most this multiple of its real ones
+COMPACT_SHARE = 8  # finished rows leave the batch once they are this fraction (1/8) of it
+
+
 @torch.inference_mode()
 def sample_with_features(model: PreTrainedModel, prompts: Sequence[Sequence[int]], seeds: Sequence[int],
                          cfg: FeatureConfig) -> list[FeatureRow]:
-    """Sample one completion per prompt (left-padded batch) and keep the teacher's features."""
+    """Sample one completion per prompt (one left-padded batch) and keep the teacher's features.
+
+    Prompts are prefilled in calls of similar lengths (``prefill_buckets``) whose caches are joined;
+    finished rows leave the batch (and padding every remaining row has is cut) once they are an eighth
+    of it, so neither long prompts nor early ends make the others pay.
+    """
     device = next(model.parameters()).device
-    batch, width = len(prompts), max(len(p) for p in prompts)
-    input_ids = torch.full((batch, width), PAD_ID, dtype=torch.long)
-    attention = torch.zeros((batch, width), dtype=torch.long)
-    for b, p in enumerate(prompts):
-        input_ids[b, width - len(p):] = torch.as_tensor(p)
-        attention[b, width - len(p):] = 1
+    batch, lengths = len(prompts), [len(p) for p in prompts]
+    width = max(lengths)
     u = torch.stack([UStream(s).take(0, cfg.max_new_tokens) for s in seeds]).to(device)  # [B, N]
-    input_ids, attention = input_ids.to(device), attention.to(device)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
-    hidden, logits = teacher_step(model, input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                                  cache=cache, use_cache=True)
-    feats = [hidden.to(torch.float16)]  # [B, width, H] then [B, 1, H] per step
-    new, lefts, rights = [], [], []
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    plain = all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+    buckets = prefill_buckets(lengths) if plain else [list(range(batch))]
+    caches, logits, prompt_feats = [], [], [None] * batch
+    for bucket in buckets:
+        ids, attention = _left_padded([prompts[b] for b in bucket], PAD_ID)
+        cache = DynamicCache(config=model.config)
+        hidden, last = teacher_step(model, input_ids=ids.to(device), attention_mask=attention.to(device),
+                                    position_ids=(attention.cumsum(-1) - 1).clamp(min=0).to(device),
+                                    cache=cache, use_cache=True)
+        hidden = hidden.to(torch.float16).cpu()
+        for i, b in enumerate(bucket):
+            prompt_feats[b] = hidden[i, hidden.shape[1] - lengths[b]:]
+        caches.append(cache)
+        logits.append(last)
+    active = torch.tensor([b for bucket in buckets for b in bucket], device=device)  # batch position -> row
+    cache = caches[0] if len(caches) == 1 else _join_left_padded(caches, width, model.config)
+    logits = torch.cat(logits)
+    pad = width - torch.tensor(lengths, device=device)[active]  # leading padding columns of each position
+    attention = (torch.arange(width, device=device)[None] >= pad[:, None]).long()
+    sampled = torch.full((batch, cfg.max_new_tokens), PAD_ID, dtype=torch.long, device=device)
+    left_all = torch.zeros(batch, cfg.max_new_tokens, device=device)
+    right_all = torch.zeros_like(left_all)
+    new_feats = torch.zeros(batch, cfg.max_new_tokens, prompt_feats[0].shape[-1], dtype=torch.float16)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)  # per batch position
     for g in range(cfg.max_new_tokens):
         probs = process(logits, cfg.sampling)
-        t = pick(u[:, g], probs, cfg.sampling.order)  # [B]
+        t = pick(u[active, g], probs, cfg.sampling.order)  # [A]
         left, right = bin_edges(probs, t, cfg.sampling.order)
-        new.append(t), lefts.append(left), rights.append(right)
+        sampled[active, g], left_all[active, g], right_all[active, g] = t, left.float(), right.float()
         if cfg.eos_token_id is not None:
-            done |= t == cfg.eos_token_id
-        if bool(done.all()) or g + 1 == cfg.max_new_tokens:
+            finished |= t == cfg.eos_token_id
+        if bool(finished.all()) or g + 1 == cfg.max_new_tokens:
             break
+        if int(finished.sum()) * COMPACT_SHARE >= len(active):
+            keep = (~finished).nonzero()[:, 0]
+            cache.batch_select_indices(keep)
+            active, pad, attention, t = active[keep], pad[keep], attention[keep], t[keep]
+            finished = finished[keep]
+            cut = int(pad.min()) if plain else 0
+            if cut:
+                for layer in cache.layers:
+                    layer.keys, layer.values = layer.keys[..., cut:, :], layer.values[..., cut:, :]
+                pad, attention = pad - cut, attention[:, cut:]
         attention = torch.cat([attention, torch.ones_like(attention[:, :1])], 1)
         next_pos = attention.sum(-1, keepdim=True) - 1
         hidden, logits = teacher_step(model, input_ids=t[:, None], attention_mask=attention, position_ids=next_pos,
                                       cache=cache, use_cache=True)
-        feats.append(hidden.to(torch.float16))
-    sampled = torch.stack(new, 1).cpu()  # [B, G]
-    left_all, right_all = torch.stack(lefts, 1).float().cpu(), torch.stack(rights, 1).float().cpu()
-    feat_all = torch.cat(feats, 1).cpu()  # [B, width + G - 1, H]
+        new_feats[active.cpu(), g] = hidden[:, 0].to(torch.float16).cpu()
+    sampled, left_all, right_all = sampled.cpu(), left_all.cpu(), right_all.cpu()
     rows = []
     for b, p in enumerate(prompts):
-        g = sampled.shape[1]
+        g = cfg.max_new_tokens
         if cfg.eos_token_id is not None and bool((sampled[b] == cfg.eos_token_id).any()):
             g = int((sampled[b] == cfg.eos_token_id).nonzero()[0]) + 1
         tokens = torch.cat([torch.as_tensor(p, dtype=torch.long), sampled[b, :g]])
-        s = tokens.numel()
-        features = torch.zeros(s, feat_all.shape[-1], dtype=torch.float16)
-        features[: s - 1] = feat_all[b, width - len(p) : width - len(p) + s - 1]
+        features = torch.cat([prompt_feats[b], new_feats[b, : g - 1], torch.zeros_like(new_feats[b, :1])])
         zeros = torch.zeros(len(p))
         rows.append(FeatureRow(tokens, len(p), features, torch.cat([zeros, left_all[b, :g]]),
                                torch.cat([zeros, right_all[b, :g]])))
     return rows
+
+
+def prefill_buckets(lengths: Sequence[int], max_padding: float = PREFILL_PADDING) -> list[list[int]]:
+    """Indices grouped by length (shortest first) so that each group's padded size stays within
+    ``max_padding`` x its real tokens."""
+    buckets: list[list[int]] = []
+    real = 0
+    for b in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        if buckets and (len(buckets[-1]) + 1) * lengths[b] <= max_padding * (real + lengths[b]):
+            buckets[-1].append(b)
+            real += lengths[b]
+        else:
+            buckets.append([b])
+            real = lengths[b]
+    return buckets
+
+
+def _left_padded(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask) [B, max length], each sequence right-aligned."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(seqs), width), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        ids[b, width - len(s):] = torch.as_tensor(s, dtype=torch.long)
+        attention[b, width - len(s):] = 1
+    return ids, attention
+
+
+def _join_left_padded(caches: Sequence[DynamicCache], width: int, config) -> DynamicCache:
+    """One cache whose rows are the given caches' rows in order, left-padded (with zeros) to ``width``."""
+    joined = DynamicCache(config=config)
+    for i in range(len(caches[0].layers)):
+        keys, values = (torch.cat([functional.pad(getattr(c.layers[i], name), (0, 0, width - c.get_seq_length(), 0))
+                                   for c in caches]) for name in ("keys", "values"))
+        joined.update(keys, values, i)
+    return joined
 
 
 @torch.inference_mode()
