@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 
 import ptp
 from conftest import head_model
+from ptp.cache import padding_buckets
 from ptp.cli import train_head as train_head_cli
 from ptp.data.features import (
+    PREFILL_PADDING,
     FeatureConfig,
-    prefill_buckets,
     read_features,
     relayout,
     sample_with_features,
@@ -123,7 +124,7 @@ def test_batched_sampling_gives_each_row_what_it_gets_alone(family):
     cfg = FeatureConfig(sampling=sampling, max_new_tokens=30, eos_token_id=eos)
     rows = sample_with_features(model.teacher, prompts, seeds, cfg)
     generated = [r.tokens.numel() - r.prompt_len for r in rows]
-    assert len(prefill_buckets(lengths)) > 1 and len(set(generated)) > 4 and 30 in generated, generated
+    assert len(padding_buckets(lengths, PREFILL_PADDING)) > 1 and len(set(generated)) > 4 and 30 in generated, generated
     for seed, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
         alone = sample_with_features(model.teacher, [prompt], [seed], cfg)[0]
         assert row.tokens.tolist() == alone.tokens.tolist() and row.prompt_len == len(prompt)
@@ -134,9 +135,9 @@ def test_batched_sampling_gives_each_row_what_it_gets_alone(family):
         assert row.tokens[len(prompt) :].tolist() == ar.tokens.tolist()
 
 
-def test_prefill_buckets_bound_padding():
+def test_padding_buckets_bound_padding():
     lengths = [5, 100, 6, 7, 90, 5, 300]
-    buckets = prefill_buckets(lengths)
+    buckets = padding_buckets(lengths, PREFILL_PADDING)
     assert sorted(b for bucket in buckets for b in bucket) == list(range(len(lengths)))
     for bucket in buckets:
         sizes = [lengths[b] for b in bucket]

@@ -37,8 +37,9 @@ from torch.nn import functional
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
+from ptp.cache import padding_buckets
 from ptp.checkpoint_format import fingerprint
-from ptp.data.pregenerate import PAD_ID, row_seed
+from ptp.data.pregenerate import PAD_ID, left_padded, row_seed
 from ptp.sampling import SamplingConfig, bin_edges, pick, process
 from ptp.ustream import UStream
 
@@ -91,7 +92,7 @@ def sample_with_features(model: PreTrainedModel, prompts: Sequence[Sequence[int]
                          cfg: FeatureConfig) -> list[FeatureRow]:
     """Sample one completion per prompt (one left-padded batch) and keep the teacher's features.
 
-    Prompts are prefilled in calls of similar lengths (``prefill_buckets``) whose caches are joined;
+    Prompts are prefilled in calls of similar lengths (``padding_buckets``) whose caches are joined;
     finished rows leave the batch (and padding every remaining row has is cut) once they are an eighth
     of it, so neither long prompts nor early ends make the others pay.
     """
@@ -100,10 +101,10 @@ def sample_with_features(model: PreTrainedModel, prompts: Sequence[Sequence[int]
     width = max(lengths)
     u = torch.stack([UStream(s).take(0, cfg.max_new_tokens) for s in seeds]).to(device)  # [B, N]
     plain = all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
-    buckets = prefill_buckets(lengths) if plain else [list(range(batch))]
+    buckets = padding_buckets(lengths, PREFILL_PADDING) if plain else [list(range(batch))]
     caches, logits, prompt_feats = [], [], [None] * batch
     for bucket in buckets:
-        ids, attention = _left_padded([prompts[b] for b in bucket], PAD_ID)
+        ids, attention = left_padded([prompts[b] for b in bucket])
         cache = DynamicCache(config=model.config)
         hidden, last = teacher_step(model, input_ids=ids.to(device), attention_mask=attention.to(device),
                                     position_ids=(attention.cumsum(-1) - 1).clamp(min=0).to(device),
@@ -159,32 +160,6 @@ def sample_with_features(model: PreTrainedModel, prompts: Sequence[Sequence[int]
         rows.append(FeatureRow(tokens, len(p), features, torch.cat([zeros, left_all[b, :g]]),
                                torch.cat([zeros, right_all[b, :g]])))
     return rows
-
-
-def prefill_buckets(lengths: Sequence[int], max_padding: float = PREFILL_PADDING) -> list[list[int]]:
-    """Indices grouped by length (shortest first) so that each group's padded size stays within
-    ``max_padding`` x its real tokens."""
-    buckets: list[list[int]] = []
-    real = 0
-    for b in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
-        if buckets and (len(buckets[-1]) + 1) * lengths[b] <= max_padding * (real + lengths[b]):
-            buckets[-1].append(b)
-            real += lengths[b]
-        else:
-            buckets.append([b])
-            real = lengths[b]
-    return buckets
-
-
-def _left_padded(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input ids, attention mask) [B, max length], each sequence right-aligned."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(seqs), width), dtype=torch.long)
-    for b, s in enumerate(seqs):
-        ids[b, width - len(s):] = torch.as_tensor(s, dtype=torch.long)
-        attention[b, width - len(s):] = 1
-    return ids, attention
 
 
 def _join_left_padded(caches: Sequence[DynamicCache], width: int, config) -> DynamicCache:

@@ -64,17 +64,24 @@ def row_seed(seed: int, prompt_index: int, completion: int) -> int:
     return int.from_bytes(digest[:8], "big") >> (64 - SEED_BITS)
 
 
+def left_padded(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask: 1 = real token) [B, longest], each sequence right-aligned after PAD_IDs."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), PAD_ID, dtype=torch.long)
+    attention = torch.zeros((len(seqs), width), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        ids[b, width - len(s):] = torch.as_tensor(s, dtype=torch.long)
+        attention[b, width - len(s):] = 1
+    return ids, attention
+
+
 @torch.inference_mode()
 def sample_rows(model: PreTrainedModel, prompts: Sequence[Sequence[int]], seeds: Sequence[int],
                 cfg: PregenConfig) -> list[list[int]]:
     """Completions (new tokens only; ending with EOS if one was sampled) for a left-padded batch."""
     device = next(model.parameters()).device
-    batch, width = len(prompts), max(len(p) for p in prompts)
-    input_ids = torch.full((batch, width), PAD_ID, dtype=torch.long)  # [B, S]
-    attention = torch.zeros((batch, width), dtype=torch.long)  # [B, S]; 1 = real token
-    for b, p in enumerate(prompts):
-        input_ids[b, width - len(p):] = torch.as_tensor(p)
-        attention[b, width - len(p):] = 1
+    batch = len(prompts)
+    input_ids, attention = left_padded(prompts)  # [B, S]
     u = torch.stack([UStream(s).take(0, cfg.max_new_tokens) for s in seeds]).to(device)  # [B, N]
     input_ids, attention = input_ids.to(device), attention.to(device)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)  # [B, S]; real tokens at 0..len-1

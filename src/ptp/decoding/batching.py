@@ -12,6 +12,7 @@ from collections.abc import Generator
 
 import torch
 
+from ptp.cache import padding_buckets
 from ptp.decoding.row_cache import RowCache, keys_visible
 from ptp.decoding.step import HeadCall, Request, Result, TeacherCall
 from ptp.model import PTPModel
@@ -37,17 +38,7 @@ def execute(model: PTPModel, requests: list[Request]) -> list[Result]:
 
 def _buckets(members: list[int], sizes: list[int]) -> list[list[int]]:
     """Split requests (sorted by size) so each call's padded rows stay within MAX_PADDING x its real rows."""
-    order = sorted(range(len(members)), key=lambda k: sizes[k])
-    buckets: list[list[int]] = []
-    real = 0
-    for k in order:
-        if buckets and (len(buckets[-1]) + 1) * sizes[k] <= MAX_PADDING * (real + sizes[k]):
-            buckets[-1].append(members[k])
-            real += sizes[k]
-        else:
-            buckets.append([members[k]])
-            real = sizes[k]
-    return buckets
+    return [[members[k] for k in bucket] for bucket in padding_buckets(sizes, MAX_PADDING)]
 
 
 @torch.no_grad()
